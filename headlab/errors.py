@@ -1,0 +1,15 @@
+"""One error type for bad input: the CLI prints its message as one line and exits non-zero."""
+
+
+class HeadlabError(Exception):
+    """Bad input or an unsupported model. The message names the file, line and field when there is one."""
+
+
+def where(path: object, line: int | None = None, field: str | None = None) -> str:
+    """Format a location as `path:line: field` for error messages."""
+    loc = str(path)
+    if line is not None:
+        loc += f":{line}"
+    if field is not None:
+        loc += f": field '{field}'"
+    return loc

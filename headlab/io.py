@@ -1,0 +1,77 @@
+"""Atomic writes and line-checked JSONL reads: a result is either whole on disk or absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from headlab.errors import HeadlabError, where
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise HeadlabError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line; a bad line raises naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeadlabError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise HeadlabError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise HeadlabError(f"{where(path, lineno)}: expected a JSON object")
+            yield lineno, obj
+
+
+def require(obj: dict, field: str, kind: type | tuple[type, ...], path: str | Path, lineno: int | None,
+            check: Callable[[Any], bool] | None = None) -> Any:
+    """Return obj[field], raising a located error if it is missing or of the wrong type."""
+    if field not in obj:
+        raise HeadlabError(f"{where(path, lineno, field)} is missing")
+    value = obj[field]
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (
+        kind if isinstance(kind, tuple) else (kind,)
+    ):
+        raise HeadlabError(f"{where(path, lineno, field)} has the wrong type ({type(value).__name__})")
+    if check is not None and not check(value):
+        raise HeadlabError(f"{where(path, lineno, field)} has an invalid value")
+    return value
