@@ -1,0 +1,23 @@
+"""Prompt rendering: the model's chat template when it has one, headlab's plain template otherwise."""
+
+from __future__ import annotations
+
+PLAIN_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
+
+
+def render_prompt(tokenizer, context: str, question: str) -> str:
+    """The prompt for a context and a question, as text ready to tokenize.
+
+    With a chat template: one user message (context, blank line, question) and the generation prompt.
+    Without: `PLAIN_TEMPLATE`; the model answers after a space and stops at a newline.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return PLAIN_TEMPLATE.format(context=context, question=question)
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt. A chat template already wrote its special tokens, so add none then."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    return tokenizer(prompt, add_special_tokens=not has_template)["input_ids"]

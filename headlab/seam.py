@@ -1,0 +1,307 @@
+"""The model seam: the one module that reaches into a model's internals.
+
+Everything headlab does to a model goes through a `Seam`:
+
+- head geometry (layers, query heads, kv heads, head dim);
+- per-head hooks on `z`, the input of each layer's attention output projection, shaped
+  `[batch, pos, head, d_head]` (read it, or return a replacement);
+- per-head hooks on the attention query `[batch, head, pos, d_head]` (after RoPE), used by knockout;
+- the top-1 attended key of the last query position, for every head of every layer, computed from the
+  query and the cached keys only (never a full attention matrix).
+
+The query-side hooks work by registering one wrapper attention function per inner implementation
+(`sdpa`, `eager`, `flash_attention_2`) with transformers' AttentionInterface, so the model keeps its own
+fast attention and no model file is forked.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from headlab.errors import HeadlabError
+
+ZHook = Callable[[torch.Tensor], torch.Tensor | None]  # z [batch, pos, head, d_head] -> replacement or None
+QueryHook = Callable[[torch.Tensor], torch.Tensor]  # query [batch, head, pos, d_head] -> query
+
+_OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense")
+_WRAPPED_PREFIX = "headlab_"
+
+
+@dataclass(frozen=True)
+class HeadGeometry:
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+    @property
+    def n_groups(self) -> int:
+        """Query heads per kv head: query head h reads kv head h // n_groups."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def total_heads(self) -> int:
+        return self.n_layers * self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check_head(self, layer: int, head: int, source: str = "head") -> None:
+        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+            raise HeadlabError(
+                f"{source}: head {layer}-{head} is out of range for a model with "
+                f"{self.n_layers} layers x {self.n_heads} heads"
+            )
+
+
+def head_geometry(config) -> HeadGeometry:
+    """Read the head geometry from a transformers config (text config for multimodal models)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    missing = [a for a in ("num_hidden_layers", "num_attention_heads", "hidden_size") if not hasattr(config, a)]
+    if missing:
+        raise HeadlabError(f"unsupported model config {type(config).__name__}: missing {', '.join(missing)}")
+    n_heads = config.num_attention_heads
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    if n_heads % n_kv:
+        raise HeadlabError(f"{n_heads} query heads do not divide into {n_kv} kv heads")
+    return HeadGeometry(config.num_hidden_layers, n_heads, n_kv, head_dim)
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise HeadlabError(f"unknown dtype '{dtype}' (choose from {', '.join(table)})")
+    return table[dtype]
+
+
+def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer from a local folder or hub id, in eval mode.
+
+    Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = str(name_or_path)
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise HeadlabError(f"{name}: model folder not found")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------------------
+# Attention wrapper: registered once per inner implementation, dispatches to the seam of the module.
+
+
+def _inner_attention(module: nn.Module, inner_name: str) -> Callable:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if inner_name == "eager":
+        # Each model file defines its own eager function (GPT-2 differs from Llama); use the module's.
+        fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if fn is None:
+            raise HeadlabError(f"{type(module).__name__}: no eager_attention_forward in its model file")
+        return fn
+    return ALL_ATTENTION_FUNCTIONS[inner_name]
+
+
+def _make_wrapper(inner_name: str) -> Callable:
+    def attention(module, query, key, value, attention_mask, *args, **kwargs):
+        seam: Seam | None = getattr(module, "_headlab_seam", None)
+        if seam is not None:
+            query = seam._on_attention(module._headlab_layer, query, key, attention_mask)
+        return _inner_attention(module, inner_name)(module, query, key, value, attention_mask, *args, **kwargs)
+
+    return attention
+
+
+def _register_wrapper(inner_name: str) -> str:
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    name = _WRAPPED_PREFIX + inner_name
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        if inner_name not in ALL_MASK_ATTENTION_FUNCTIONS:
+            raise HeadlabError(f"attention implementation '{inner_name}' is not supported by headlab")
+        ALL_ATTENTION_FUNCTIONS.register(name, _make_wrapper(inner_name))
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[inner_name])
+    return name
+
+
+def _find_attention_layers(model: nn.Module, n_layers: int) -> list[tuple[nn.Module, nn.Module]]:
+    """(attention module, output projection) per layer, in layer order."""
+    found = []
+    for module in model.modules():
+        if not type(module).__name__.endswith("Attention"):
+            continue
+        proj = next((getattr(module, n) for n in _OUT_PROJ_NAMES if isinstance(getattr(module, n, None), nn.Module)),
+                    None)
+        if proj is not None:
+            found.append((module, proj))
+    if len(found) != n_layers:
+        raise HeadlabError(
+            f"unsupported architecture {type(model).__name__}: expected {n_layers} attention modules with an "
+            f"output projection named one of {', '.join(_OUT_PROJ_NAMES)}, found {len(found)}"
+        )
+    return found
+
+
+class Top1Recorder:
+    """Collects, per forward pass, the top-1 key index of the last query for every layer and head."""
+
+    def __init__(self, n_layers: int):
+        self._per_layer: list[torch.Tensor | None] = [None] * n_layers
+
+    def record(self, layer: int, top1: torch.Tensor) -> None:
+        self._per_layer[layer] = top1
+
+    def pop(self) -> torch.Tensor:
+        """Top-1 key indices of the last forward, [batch, layer, head], in cache coordinates."""
+        if any(t is None for t in self._per_layer):
+            raise RuntimeError("top-1 capture saw no attention call for some layer")
+        out = torch.stack(self._per_layer, dim=1)
+        self._per_layer = [None] * len(self._per_layer)
+        return out
+
+
+def last_query_top1(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Top-1 key of the last query position for every head: [batch, head]. Ties go to the lowest index.
+
+    query [batch, head, q_len, d_head]; key [batch, kv_head, k_len, d_head] (grouped-query: each kv head is
+    shared by head // n_groups without being repeated in memory). Scaling and softmax do not change the
+    argmax, so the raw dot products decide.
+    """
+    b, n_heads, _, d = query.shape
+    n_kv = key.shape[1]
+    q = query[:, :, -1, :].reshape(b, n_kv, n_heads // n_kv, d).float()  # (B, n_kv, groups, d)
+    scores = torch.einsum("bkgd,bknd->bkgn", q, key.float()).reshape(b, n_heads, -1)  # (B, H, K)
+    valid = _last_row_key_mask(attention_mask, scores.shape[-1])
+    if valid is not None:
+        scores = scores.masked_fill(~valid, float("-inf"))
+    return scores.argmax(dim=-1)
+
+
+def _last_row_key_mask(attention_mask: torch.Tensor | None, k_len: int) -> torch.Tensor | None:
+    """Which keys the last query may see, [batch, 1|head, K] bool, from whatever mask the model built."""
+    if attention_mask is None:
+        return None
+    if attention_mask.ndim == 4:  # (B, 1|H, q, K): bool (True = attend) or additive float
+        row = attention_mask[:, :, -1, -k_len:]
+        return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
+    if attention_mask.ndim == 2:  # flash attention: (B, K) padding mask
+        return attention_mask[:, None, -k_len:].bool()
+    raise HeadlabError(f"unexpected attention mask of shape {tuple(attention_mask.shape)}")
+
+
+class Seam:
+    """Hooks over one model. Create with `Seam.attach(model)`; it is stored on the model and reused."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.geometry = head_geometry(model.config)
+        inner = model.config._attn_implementation or "eager"
+        if inner.startswith(_WRAPPED_PREFIX):
+            inner = inner[len(_WRAPPED_PREFIX):]
+        self.inner_implementation = inner
+        self.layers = _find_attention_layers(model, self.geometry.n_layers)
+        self._z_hooks: list[list[ZHook]] = [[] for _ in self.layers]
+        self._z_handles: list = [None] * len(self.layers)
+        self._query_hooks: list[list[QueryHook]] = [[] for _ in self.layers]
+        self._top1: Top1Recorder | None = None
+        for i, (attn, _) in enumerate(self.layers):
+            attn._headlab_seam = self
+            attn._headlab_layer = i
+        model.set_attn_implementation(_register_wrapper(inner))
+
+    @classmethod
+    def attach(cls, model: nn.Module) -> Seam:
+        seam = getattr(model, "_headlab_seam", None)
+        if seam is None:
+            seam = cls(model)
+            model._headlab_seam = seam
+        return seam
+
+    # ---- z: the input of the output projection ------------------------------------------------------
+    @contextmanager
+    def z_hook(self, layer: int, fn: ZHook) -> Iterator[None]:
+        """While active, `fn(z)` sees z [batch, pos, head, d_head] of `layer` and may return a replacement."""
+        hooks = self._z_hooks[layer]
+        hooks.append(fn)
+        if self._z_handles[layer] is None:
+            self._z_handles[layer] = self.layers[layer][1].register_forward_pre_hook(self._make_z_pre_hook(layer))
+        try:
+            yield
+        finally:
+            hooks.remove(fn)
+            if not hooks:
+                self._z_handles[layer].remove()
+                self._z_handles[layer] = None
+
+    def _make_z_pre_hook(self, layer: int):
+        d = self.geometry.head_dim
+
+        def pre_hook(module, args):
+            x = args[0]
+            z = x.view(*x.shape[:-1], -1, d)  # [batch, pos, head, d_head]
+            changed = False
+            for fn in list(self._z_hooks[layer]):
+                new = fn(z)
+                if new is not None:
+                    z, changed = new, True
+            if changed:
+                return (z.reshape(x.shape), *args[1:])
+            return None
+
+        return pre_hook
+
+    # ---- query and top-1 capture, called from the attention wrapper ------------------------------------
+    @contextmanager
+    def query_hook(self, layer: int, fn: QueryHook) -> Iterator[None]:
+        """While active, `fn(query)` replaces the query [batch, head, pos, d_head] of `layer` (after RoPE)."""
+        self._query_hooks[layer].append(fn)
+        try:
+            yield
+        finally:
+            self._query_hooks[layer].remove(fn)
+
+    @contextmanager
+    def capture_top1(self) -> Iterator[Top1Recorder]:
+        """Record the top-1 key of the last query for every head at every forward while active."""
+        if self._top1 is not None:
+            raise RuntimeError("top-1 capture is already active on this model")
+        self._top1 = Top1Recorder(self.geometry.n_layers)
+        try:
+            yield self._top1
+        finally:
+            self._top1 = None
+
+    def _on_attention(self, layer: int, query: torch.Tensor, key: torch.Tensor,
+                      attention_mask: torch.Tensor | None) -> torch.Tensor:
+        for fn in self._query_hooks[layer]:
+            query = fn(query)
+        if self._top1 is not None:
+            self._top1.record(layer, last_query_top1(query, key, attention_mask))
+        return query
