@@ -1,0 +1,180 @@
+"""The `headlab` command: thin argparse front-ends over library functions.
+
+Bad input raises HeadlabError; `main` prints its one line and exits with status 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from headlab.errors import HeadlabError
+
+
+def _detect(args: argparse.Namespace) -> None:
+    from headlab.data.probes import load_probes
+    from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.results import write_detection
+    from headlab.seam import load_model
+
+    model_path = args.model or str(_default_model_dir())
+    model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
+                                  attn_implementation=args.attn, trust_remote_code=args.trust_remote_code)
+    if args.probes:
+        probes = load_probes(args.probes, tokenizer)
+    else:
+        probes = _default_probes(tokenizer, args.seed)
+    config = DetectConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          keep_failed=args.keep_failed, threshold=args.threshold, top_k=args.top_k,
+                          allow_long_context=args.allow_long_context)
+    result = detect_retrieval_heads(model, tokenizer, probes, config)
+    summary = write_detection(result, args.out, {"model": model_path, "probes": args.probes or "toy-niah",
+                                                 "dtype": args.dtype, "attn": args.attn, "seed": args.seed})
+    print(f"probes: {summary['probes_given']} given, {summary['probes_counted']} counted")
+    _print_top(summary["mean_scores"], summary["retrieval_heads"], limit=args.show)
+    print(f"wrote {Path(args.out) / 'retrieval_scores.json'}, summary.json, retrieval_heads.png")
+
+
+def _default_model_dir() -> Path:
+    from headlab.toy import default_model_dir
+
+    path = default_model_dir()
+    if not (path / "config.json").is_file():
+        raise HeadlabError(f"{path}: the shipped tiny model is missing from this installation; pass --model")
+    return path
+
+
+def _default_probes(tokenizer, seed: int):
+    from headlab.data.probes import text_probe
+    from headlab.toy.probes import niah_probes
+
+    records = niah_probes(tokenizer, n=DEFAULT_PROBES, context_tokens=DEFAULT_CONTEXT_TOKENS, seed=seed)
+    return [text_probe(tokenizer, r["context"], r["needle"], r["question"], r.get("answer"), f"toy-{i}")
+            for i, r in enumerate(records)]
+
+
+DEFAULT_PROBES = 24
+DEFAULT_CONTEXT_TOKENS = 192  # inside the shipped model's 256 positions with room for the answer
+
+
+def _print_top(means: dict[str, float], heads: list[str], limit: int) -> None:
+    if not heads:
+        print("no retrieval heads at this threshold")
+        return
+    print(f"retrieval heads: {len(heads)} (top {min(limit, len(heads))} shown)")
+    for name in heads[:limit]:
+        print(f"  {name:>7}  {means[name]:.3f}")
+
+
+def _heads_show(args: argparse.Namespace) -> None:
+    from headlab.heads import load_scores, mean_scores, select_heads
+
+    geometry = _geometry_of(args.model) if args.model else None
+    means = mean_scores(load_scores(args.file, geometry))
+    _print_top(means, select_heads(means, args.threshold, args.top_k), limit=args.show)
+
+
+def _heads_import(args: argparse.Namespace) -> None:
+    """Convert another tool's Retrieval_Head JSON into a headlab result folder."""
+    from headlab.heads import load_scores, mean_scores, score_matrix, select_heads
+    from headlab.io import atomic_write_json
+    from headlab.plots import head_heatmap
+
+    geometry = _geometry_of(args.model) if args.model else None
+    scores = load_scores(args.file, geometry)
+    means = mean_scores(scores)
+    out = Path(args.out)
+    atomic_write_json(out / "retrieval_scores.json", scores)
+    head_heatmap(score_matrix(means, geometry), out / "retrieval_heads.png")
+    atomic_write_json(out / "summary.json", {
+        "mean_scores": means, "retrieval_heads": select_heads(means, args.threshold, args.top_k),
+        "probes_counted": max((len(v) for v in scores.values()), default=0),
+        "config": {"imported_from": str(args.file), "threshold": args.threshold, "top_k": args.top_k},
+    })
+    print(f"imported {len(scores)} heads into {out}")
+
+
+def _heads_compare(args: argparse.Namespace) -> None:
+    from headlab.heads import cosine, load_scores, mean_scores, overlap, select_heads
+
+    a, r = (mean_scores(load_scores(f)) for f in (args.a, args.reference))
+    stats = overlap(select_heads(a, args.threshold, args.top_k), select_heads(r, args.threshold, args.top_k))
+    print(f"recall {stats['recall']:.3f}  jaccard {stats['jaccard']:.3f}  "
+          f"shared {stats['intersection']}  cosine {cosine(a, r):.3f}")
+
+
+def _geometry_of(model_path: str):
+    from transformers import AutoConfig
+
+    from headlab.seam import head_geometry
+
+    if not Path(model_path).is_dir():
+        raise HeadlabError(f"{model_path}: model folder not found")
+    return head_geometry(AutoConfig.from_pretrained(model_path))
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads have mean score >= this")
+    p.add_argument("--top-k", type=int, default=None, help="take the top K heads instead of a threshold")
+    p.add_argument("--show", type=int, default=20, help="how many heads to print")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("detect", help="retrieval-head detection (copy-paste score, Wu et al. 2024)",
+                       description="Score every head by how often it copies the needle while the model "
+                                   "retrieves it. With no --model/--probes: the shipped tiny model and toy "
+                                   "needle-in-a-haystack probes.")
+    d.add_argument("--model", help="local folder or hub id (default: the shipped tiny model)")
+    d.add_argument("--probes", help="probe JSONL (text or token probes) or a needle-in-a-haystack spec "
+                                    "(.json/.yaml); default: toy needle-in-a-haystack probes")
+    d.add_argument("--out", default="runs/detect", help="output folder")
+    d.add_argument("--max-new-tokens", type=int, default=50)
+    d.add_argument("--batch-size", type=int, default=1)
+    d.add_argument("--keep-failed", action="store_true", help="count probes whose generation failed too")
+    d.add_argument("--device", default="cpu")
+    d.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    d.add_argument("--attn", default="sdpa", help="attention for the model: sdpa, eager, flash_attention_2")
+    d.add_argument("--allow-long-context", action="store_true",
+                   help="allow prompts longer than the model's max_position_embeddings")
+    d.add_argument("--trust-remote-code", action="store_true")
+    d.add_argument("--seed", type=int, default=0, help="seed of the default toy probes")
+    _add_selection(d)
+    d.set_defaults(func=_detect)
+
+    h = sub.add_parser("heads", help="read, import and compare head-score files").add_subparsers(
+        dest="heads_command", required=True)
+    show = h.add_parser("show", help="print the top heads of a Retrieval_Head-format file")
+    show.add_argument("file")
+    show.add_argument("--model", help="check head indices against this model's geometry")
+    _add_selection(show)
+    show.set_defaults(func=_heads_show)
+    imp = h.add_parser("import", help="turn a Retrieval_Head JSON from another tool into a headlab folder")
+    imp.add_argument("file")
+    imp.add_argument("--out", required=True)
+    imp.add_argument("--model", help="check head indices against this model's geometry")
+    _add_selection(imp)
+    imp.set_defaults(func=_heads_import)
+    cmp_ = h.add_parser("compare", help="recall, Jaccard and cosine of head set A against reference R")
+    cmp_.add_argument("a")
+    cmp_.add_argument("reference")
+    _add_selection(cmp_)
+    cmp_.set_defaults(func=_heads_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HeadlabError as e:
+        print(f"headlab: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Probes: long-context inputs with a known needle span (DESIGN.md "Probe").
+
+A text probe (context, needle, question, optional answer) is rendered with the model's prompt template and
+its needle located in the prompt tokens; a token probe gives `input_ids`, `needle_start`, `needle_end`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.errors import HeadlabError, where
+from headlab.io import iter_jsonl, require
+
+NEEDLE_OVERLAP = 0.9  # a window is the needle when it shares more than this fraction of the needle's token set
+
+
+@dataclass
+class Probe:
+    id: str
+    input_ids: list[int]
+    needle_start: int
+    needle_end: int
+    needle: str | None = None  # text of the needle, for text probes (success filter on words)
+    answer: str | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.needle is not None
+
+    @property
+    def needle_ids(self) -> list[int]:
+        return self.input_ids[self.needle_start:self.needle_end]
+
+
+def locate_needle(prompt_ids: list[int], needle_ids: list[int]) -> int | None:
+    """Start of the first window of len(needle_ids) tokens whose token set covers > 90% of the needle's."""
+    n = len(needle_ids)
+    needle_set = set(needle_ids)
+    if n == 0 or n > len(prompt_ids):
+        return None
+    window = Counter(prompt_ids[:n])
+    for start in range(len(prompt_ids) - n + 1):
+        if start:
+            old, new = prompt_ids[start - 1], prompt_ids[start + n - 1]
+            window[old] -= 1
+            if window[old] == 0:
+                del window[old]
+            window[new] += 1
+        if sum(1 for t in needle_set if t in window) / len(needle_set) > NEEDLE_OVERLAP:
+            return start
+    return None
+
+
+def text_probe(tokenizer, context: str, needle: str, question: str, answer: str | None = None,
+               probe_id: str = "probe") -> Probe:
+    """Render a text probe and locate its needle; a needle not found is an error naming the probe."""
+    prompt_ids = encode_prompt(tokenizer, render_prompt(tokenizer, context, question))
+    # Inside the context the needle usually follows a space, which byte-level tokenizers fold into the
+    # first token; try the needle as given, then with a leading space.
+    for variant in (needle, " " + needle.lstrip()):
+        needle_ids = tokenizer(variant, add_special_tokens=False)["input_ids"]
+        start = locate_needle(prompt_ids, needle_ids)
+        if start is not None:
+            return Probe(probe_id, prompt_ids, start, start + len(needle_ids), needle=needle, answer=answer)
+    raise HeadlabError(f"{probe_id}: needle not found in the rendered prompt: {needle[:60]!r}")
+
+
+def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | None) -> Probe:
+    """A probe from one JSONL object: a token probe if it has input_ids, else a text probe."""
+    probe_id = str(record.get("id", f"{Path(path).name}:{lineno}"))
+    if "input_ids" in record:
+        ids = require(record, "input_ids", list, path, lineno,
+                      lambda v: len(v) > 0 and all(isinstance(t, int) and not isinstance(t, bool) for t in v))
+        start = require(record, "needle_start", int, path, lineno)
+        end = require(record, "needle_end", int, path, lineno)
+        if not 0 <= start < end <= len(ids):
+            raise HeadlabError(f"{where(path, lineno, 'needle_end')}: needle span [{start}, {end}) is not "
+                               f"inside the {len(ids)} input ids")
+        return Probe(probe_id, ids, start, end)
+    fields = {f: require(record, f, str, path, lineno, lambda v: bool(v.strip()))
+              for f in ("context", "needle", "question")}
+    answer = record.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise HeadlabError(f"{where(path, lineno, 'answer')} has the wrong type ({type(answer).__name__})")
+    try:
+        return text_probe(tokenizer, fields["context"], fields["needle"], fields["question"], answer, probe_id)
+    except HeadlabError as e:
+        raise HeadlabError(f"{where(path, lineno, 'needle')}: {e}") from None
+
+
+def load_probes(path: str | Path, tokenizer) -> list[Probe]:
+    """Probes from a JSONL file (text or token probes), or from a needle-in-a-haystack spec (.json/.yaml)."""
+    path = Path(path)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        from headlab.data.niah import load_niah_spec, niah_probes
+
+        return niah_probes(load_niah_spec(path), tokenizer)
+    probes = [probe_from_record(obj, tokenizer, path, lineno) for lineno, obj in iter_jsonl(path)]
+    if not probes:
+        raise HeadlabError(f"{path}: no probes in file")
+    return probes
+
+
+def check_context_length(probes: list[Probe], max_positions: int | None, max_new_tokens: int) -> None:
+    """Every probe plus its generation must fit the model's maximum position count."""
+    if max_positions is None:
+        return
+    for p in probes:
+        if len(p.input_ids) + max_new_tokens > max_positions:
+            raise HeadlabError(
+                f"{p.id}: prompt of {len(p.input_ids)} tokens + {max_new_tokens} new tokens is longer than the "
+                f"model's maximum of {max_positions} positions (pass allow_long_context to go beyond it)"
+            )

@@ -1,0 +1,187 @@
+"""Retrieval-head detection: the copy-paste retrieval score of Wu et al. 2024 (DESIGN.md "Retrieval score").
+
+The prompt is prefilled with the model's own fast attention; each greedy decoding step then reuses the KV
+cache, and the seam computes, for the new query only, the top-1 key of every head. Memory grows linearly
+with the context; no attention matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import torch
+from tqdm.auto import tqdm
+
+from headlab.data.probes import Probe, check_context_length
+from headlab.heads import head_name, mean_scores, select_heads
+from headlab.seam import HeadGeometry, Seam
+
+
+@dataclass
+class DetectConfig:
+    max_new_tokens: int = 50
+    batch_size: int = 1
+    keep_failed: bool = False  # count every probe, not only those whose generation succeeded
+    success_recall: float = 0.5  # unigram recall of the needle in the response for a probe to count
+    threshold: float = 0.1  # a retrieval head has mean score >= threshold ...
+    top_k: int | None = None  # ... or is among the top K
+    allow_long_context: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ProbeOutcome:
+    id: str
+    response_ids: list[int]
+    response: str
+    recall: float
+    counted: bool
+    scores: torch.Tensor = field(repr=False)  # [layer, head] copies / needle length
+
+
+@dataclass
+class DetectionResult:
+    geometry: HeadGeometry
+    outcomes: list[ProbeOutcome]
+    config: DetectConfig
+
+    def retrieval_scores(self) -> dict[str, list[float]]:
+        """The Retrieval_Head format: {"L-H": [score per counted probe]}."""
+        counted = [o.scores for o in self.outcomes if o.counted]
+        g = self.geometry
+        return {head_name(layer, h): [float(s[layer, h]) for s in counted]
+                for layer in range(g.n_layers) for h in range(g.n_heads)}
+
+    def summary(self) -> dict:
+        means = mean_scores(self.retrieval_scores())
+        return {
+            "mean_scores": means,
+            "retrieval_heads": select_heads(means, self.config.threshold, self.config.top_k),
+            "probes_given": len(self.outcomes),
+            "probes_counted": sum(o.counted for o in self.outcomes),
+            "probes": [{"id": o.id, "counted": o.counted, "recall": round(o.recall, 4), "response": o.response}
+                       for o in self.outcomes],
+            "geometry": self.geometry.to_dict(),
+            "config": asdict(self.config),
+        }
+
+
+_WORD = re.compile(r"\w+")
+
+
+def unigram_recall(reference: list, response: list) -> float:
+    """ROUGE-1 recall: clipped unigram overlap over the reference length."""
+    if not reference:
+        return 0.0
+    overlap = Counter(reference) & Counter(response)
+    return sum(overlap.values()) / len(reference)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@lru_cache(maxsize=8)
+def _newline_ids(tokenizer) -> frozenset[int]:
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return frozenset(i for i, t in enumerate(texts) if "\n" in t)
+
+
+def stop_token_ids(model, tokenizer, text_probe: bool) -> set[int]:
+    """EOS ids (tokenizer and generation config), plus every newline token for text probes."""
+    stops = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if source is not None:
+            stops.update(source if isinstance(source, list) else [source])
+    if text_probe:
+        stops |= _newline_ids(tokenizer)
+    return stops
+
+
+@torch.no_grad()
+def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[set[int]], max_new_tokens: int,
+                       pad_id: int) -> list[tuple[list[int], torch.Tensor]]:
+    """Greedy-decode a batch (left-padded) and count copies per head. Returns (response ids, copies) per probe.
+
+    At every step the query is the last position: the top-1 key `i` of each head, in prompt coordinates,
+    copies when it lies in the needle and prompt_ids[i] is the token that step generates.
+    """
+    device = model.device
+    g = seam.geometry
+    lengths = [len(p.input_ids) for p in probes]
+    width = max(lengths)
+    pads = torch.tensor([width - n for n in lengths], device=device)
+    input_ids = torch.full((len(probes), width), pad_id, dtype=torch.long, device=device)
+    for row, p in enumerate(probes):
+        input_ids[row, width - len(p.input_ids):] = torch.tensor(p.input_ids, device=device)
+    mask = (torch.arange(width, device=device)[None, :] >= pads[:, None]).long()
+    needle_lo = torch.tensor([p.needle_start for p in probes], device=device) + pads  # cache coordinates
+    needle_hi = torch.tensor([p.needle_end for p in probes], device=device) + pads
+
+    copies = torch.zeros(len(probes), g.n_layers, g.n_heads, device=device)
+    active = torch.ones(len(probes), dtype=torch.bool, device=device)
+    responses: list[list[int]] = [[] for _ in probes]
+    positions = mask.cumsum(-1) - 1
+    step_ids, cache = input_ids, None
+    with seam.capture_top1() as recorder:
+        for _ in range(max_new_tokens):
+            out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            token = out.logits[:, -1].argmax(-1)  # (B,)
+            top1 = recorder.pop()  # (B, L, H), cache coordinates
+            in_needle = (top1 >= needle_lo[:, None, None]) & (top1 < needle_hi[:, None, None])
+            attended = input_ids.gather(1, top1.clamp(max=width - 1).flatten(1)).view_as(top1)
+            copies += (in_needle & (attended == token[:, None, None]) & active[:, None, None]).float()
+            for row in active.nonzero().flatten().tolist():
+                t = int(token[row])
+                responses[row].append(t)
+                if t in stop_sets[row]:
+                    active[row] = False
+            if not active.any():
+                break
+            step_ids = token[:, None]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+    spans = (needle_hi - needle_lo).float()
+    return [(responses[row], (copies[row] / spans[row]).cpu()) for row in range(len(probes))]
+
+
+def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: DetectConfig | None = None
+                           ) -> DetectionResult:
+    """Retrieval scores of every head over the probes (DESIGN.md "Retrieval score")."""
+    config = config or DetectConfig()
+    seam = Seam.attach(model)
+    if not config.allow_long_context:
+        check_context_length(probes, getattr(model.config.get_text_config(), "max_position_embeddings", None),
+                             config.max_new_tokens)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stops = {kind: stop_token_ids(model, tokenizer, kind) for kind in {p.is_text for p in probes}}
+    # Batch probes of similar length together; results are reported in the input order.
+    order = sorted(range(len(probes)), key=lambda i: -len(probes[i].input_ids))
+    outcomes: dict[int, ProbeOutcome] = {}
+    bar = tqdm(total=len(probes), desc="detect", unit="probe", disable=not config.progress)
+    for lo in range(0, len(order), config.batch_size):
+        idx = order[lo:lo + config.batch_size]
+        batch = [probes[i] for i in idx]
+        results = greedy_copy_scores(model, seam, batch, [stops[p.is_text] for p in batch],
+                                     config.max_new_tokens, pad_id)
+        for i, p, (response_ids, scores) in zip(idx, batch, results, strict=True):
+            outcomes[i] = _outcome(p, response_ids, scores, tokenizer, config)
+        bar.update(len(batch))
+    bar.close()
+    return DetectionResult(seam.geometry, [outcomes[i] for i in range(len(probes))], config)
+
+
+def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokenizer,
+             config: DetectConfig) -> ProbeOutcome:
+    response = tokenizer.decode(response_ids, skip_special_tokens=True)
+    if probe.is_text:
+        recall = unigram_recall(words(probe.needle), words(response))
+    else:
+        recall = unigram_recall(probe.needle_ids, response_ids)
+    counted = config.keep_failed or recall >= config.success_recall
+    return ProbeOutcome(probe.id, response_ids, response, recall, counted, scores)

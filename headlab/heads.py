@@ -1,0 +1,101 @@
+"""Head names and head-score files in the Retrieval_Head format: {"L-H": [score per probe, ...]}."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from headlab.errors import HeadlabError, where
+from headlab.io import read_json
+from headlab.seam import HeadGeometry
+
+Head = tuple[int, int]
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"{layer}-{head}"
+
+
+def parse_head(name: str, source: str = "head") -> Head:
+    """'12-7' -> (12, 7); anything else is an error naming its source."""
+    parts = name.split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise HeadlabError(f"{source}: '{name}' is not a head name of the form LAYER-HEAD")
+    return int(parts[0]), int(parts[1])
+
+
+def load_scores(path: str | Path, geometry: HeadGeometry | None = None) -> dict[str, list[float]]:
+    """Read and check a Retrieval_Head-format file (ours or another tool's); optionally check head ranges."""
+    raw = read_json(path)
+    if not isinstance(raw, dict) or not raw:
+        raise HeadlabError(f"{path}: expected a non-empty JSON object of head name -> list of scores")
+    scores = {}
+    for name, values in raw.items():
+        layer, head = parse_head(name, where(path, None, name))
+        if geometry is not None:
+            geometry.check_head(layer, head, str(path))
+        if isinstance(values, (int, float)) and not isinstance(values, bool):
+            values = [values]  # some tools store the mean only
+        if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise HeadlabError(f"{where(path, None, name)}: expected a list of finite numbers")
+        scores[head_name(layer, head)] = [float(v) for v in values]
+    return scores
+
+
+def mean_scores(scores: dict[str, list[float]]) -> dict[str, float]:
+    """Mean per head; a head with no counted probes scores 0."""
+    return {name: (sum(v) / len(v) if v else 0.0) for name, v in scores.items()}
+
+
+def ranked(means: dict[str, float]) -> list[str]:
+    """Head names by descending mean score; ties by (layer, head) so the order is deterministic."""
+    return sorted(means, key=lambda n: (-means[n], parse_head(n)))
+
+
+def select_heads(means: dict[str, float], threshold: float | None = 0.1, top_k: int | None = None) -> list[str]:
+    """The retrieval heads: the top K when top_k is given, else those with mean >= threshold; ranked."""
+    order = ranked(means)
+    if top_k is not None:
+        if top_k < 0:
+            raise HeadlabError(f"top-k must be >= 0, got {top_k}")
+        return order[:top_k]
+    if threshold is None:
+        return order
+    return [n for n in order if means[n] >= threshold]
+
+
+def score_matrix(means: dict[str, float], geometry: HeadGeometry | None = None) -> np.ndarray:
+    """[layer, head] array of mean scores; the shape comes from the geometry or the largest names."""
+    heads = [parse_head(n) for n in means]
+    if geometry is None:
+        n_layers = max(layer for layer, _ in heads) + 1
+        n_heads = max(h for _, h in heads) + 1
+    else:
+        n_layers, n_heads = geometry.n_layers, geometry.n_heads
+    matrix = np.zeros((n_layers, n_heads))
+    for (layer, head), value in zip(heads, means.values(), strict=True):
+        matrix[layer, head] = value
+    return matrix
+
+
+def overlap(a: list[str], r: list[str]) -> dict[str, float]:
+    """Recall |A & R| / |R| and Jaccard of two head sets (DESIGN.md "Head-set comparison")."""
+    sa, sr = set(a), set(r)
+    union = sa | sr
+    return {
+        "recall": len(sa & sr) / len(sr) if sr else 0.0,
+        "jaccard": len(sa & sr) / len(union) if union else 0.0,
+        "intersection": len(sa & sr),
+    }
+
+
+def cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    """Cosine similarity of two full score vectors over the union of their heads (missing = 0)."""
+    names = sorted(set(a) | set(b), key=parse_head)
+    va = np.array([a.get(n, 0.0) for n in names])
+    vb = np.array([b.get(n, 0.0) for n in names])
+    denom = np.linalg.norm(va) * np.linalg.norm(vb)
+    return float(va @ vb / denom) if denom else 0.0
