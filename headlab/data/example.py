@@ -56,6 +56,11 @@ class TaskExample:
         return d
 
 
+def citation_question(statement: str) -> str:
+    """The question of a citation example (shared by the generator and the SummHay loader)."""
+    return f'Which documents support the statement: "{statement}"?'
+
+
 def document_header(doc: Document) -> str:
     return f"Document [{doc.id}] (Title: {doc.title}) "
 

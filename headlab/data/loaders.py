@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from headlab.data.example import DATASET, Document, TaskExample, render_context
+from headlab.data.example import DATASET, Document, TaskExample, citation_question, render_context
 from headlab.data.spans import answer_sentence_span, best_overlap_sentence_span
 from headlab.errors import HeadlabError, where
 from headlab.io import iter_jsonl, read_json, require
@@ -142,10 +142,6 @@ def load_musique(path: str | Path, limit: int | None = None) -> list[TaskExample
     return out
 
 
-def summhay_question(statement: str) -> str:
-    return f'Which documents support the statement: "{statement}"?'
-
-
 def load_summhay(path: str | Path, max_docs: int | None = 20, seed: int = 0,
                  limit: int | None = None) -> list[TaskExample]:
     """SummHay as citation: one example per insight, the answer being the documents that include it.
@@ -186,7 +182,8 @@ def load_summhay(path: str | Path, max_docs: int | None = 20, seed: int = 0,
                      for j, i in enumerate(keep) if i in gold]
             meta = {"source": "summhay", "insight_id": ins_id,
                     "source_doc_ids": [docs_all[i][0] for i in keep]}
-            ex = _build(f"summhay-{ins_id}", "citation", summhay_question(statement), [""], docs, spans, meta)
+            question = citation_question(statement)
+            ex = _build(f"summhay-{ins_id}", "citation", question, [""], docs, spans, meta)
             ex.answers = ["".join(f"[{g}]" for g in ex.gold_doc_ids)]
             out.append(ex)
             if limit is not None and len(out) >= limit:

@@ -11,6 +11,7 @@ from typing import Any
 
 from headlab.data.example import TaskExample
 from headlab.data.metrics import normalize_answer
+from headlab.data.prompts import render_prompt
 from headlab.errors import HeadlabError
 
 # Appended to the question on its own line. Short, because the tiny model is fine-tuned on them too.
@@ -21,21 +22,6 @@ INSTRUCTIONS = {
 }
 
 
-def _render(tokenizer: Any, context: str, question: str) -> str:
-    try:
-        from headlab.data.prompts import render_prompt
-    except ImportError:  # the shared renderer is not there yet: same contract, written here
-        render_prompt = _fallback_render
-    return render_prompt(tokenizer, context, question)
-
-
-def _fallback_render(tokenizer: Any, context: str, question: str) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{context}\n\nQuestion: {question}\nAnswer:"
-
-
 def task_question(example: TaskExample) -> str:
     """The question with the task's answer-format instruction."""
     return f"{example.question}\n{INSTRUCTIONS[example.task]}"
@@ -43,14 +29,14 @@ def task_question(example: TaskExample) -> str:
 
 def render_task_prompt(example: TaskExample, tokenizer: Any) -> str:
     """The full prompt text for `example` under `tokenizer`'s template."""
-    return _render(tokenizer, example.context, task_question(example))
+    return render_prompt(tokenizer, example.context, task_question(example))
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> dict[str, list]:
     """Token ids and character offsets of a rendered prompt.
 
-    A chat template already writes the BOS token into the text, so special tokens are added only for the
-    plain template (where Llama-style tokenizers need their BOS).
+    Same rule as `headlab.data.prompts.encode_prompt` (so the ids are identical): a chat template already
+    wrote its special tokens into the text, so special tokens are added only for the plain template.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise HeadlabError("task probes need a fast tokenizer (offsets come from return_offsets_mapping)")
