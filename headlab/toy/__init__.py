@@ -1,0 +1,12 @@
+"""The toy world and the tiny Llama that headlab ships and uses when no `--model` is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def default_model_dir() -> Path:
+    """Folder of the shipped checkpoint (loads with `AutoModelForCausalLM.from_pretrained`)."""
+    # Path(__file__) rather than importlib.resources: the folder must be a real directory for
+    # from_pretrained, and setuptools installs package data as plain files next to the modules.
+    return Path(__file__).resolve().parent.parent / "assets" / "tiny-llama"

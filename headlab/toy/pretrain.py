@@ -1,0 +1,181 @@
+"""Pretrain the tiny Llama that headlab ships, on toy-world text, from a seed.
+
+    python -m headlab.toy.pretrain --out DIR [--seed 0 --steps 1200]
+
+Writes a Hugging Face folder (model.safetensors, config.json, tokenizer files) plus training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from headlab.errors import HeadlabError
+from headlab.io import atomic_write_json
+from headlab.toy.corpus import document
+from headlab.toy.tokenizer import train_tokenizer
+from headlab.toy.world import World
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    steps: int = 700
+    batch_size: int = 12
+    seq_len: int = 256           # the pretraining context; context extension is a later, separate step
+    lr: float = 2e-3
+    warmup: int = 60
+    weight_decay: float = 0.05
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    n_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_filler: int = 16         # filler sentences per document, drawn uniformly in [0, max_filler]
+    threads: int = 1             # torch CPU threads; 1 is fastest when others share the cores (0: default)
+
+
+def llama_config(cfg: PretrainConfig, tok: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=cfg.seq_len, rope_theta=10000.0, tie_word_embeddings=True,
+        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+
+
+def packed_rows(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, n_rows: int,
+                seq_len: int, max_filler: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n_rows` rows of whole documents, each followed by EOS, packed greedily and padded to `seq_len`.
+
+    Returns input ids (n, T) and a loss mask (n, T) that is 0 on padding. Documents are never cut, so
+    every question's fact is in the same row.
+    """
+    eos = tok.eos_token_id
+    ids = torch.full((n_rows, seq_len), eos, dtype=torch.long)
+    mask = torch.zeros((n_rows, seq_len), dtype=torch.bool)
+    pending: list[int] | None = None
+    for r in range(n_rows):
+        pos = 0
+        while True:
+            if pending is None:
+                doc = tok(document(world, rng, rng.randint(0, max_filler)))["input_ids"] + [eos]
+                if len(doc) > seq_len:  # too long for any row: draw again
+                    continue
+                pending = doc
+            if pos + len(pending) > seq_len:
+                break
+            ids[r, pos:pos + len(pending)] = torch.tensor(pending)
+            mask[r, pos:pos + len(pending)] = True
+            pos += len(pending)
+            pending = None
+    return ids, mask
+
+
+def lm_loss(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions whose target is a real (unpadded) token."""
+    logits = model(input_ids=ids).logits[:, :-1]  # (B, T-1, V)
+    target = ids[:, 1:]
+    keep = mask[:, 1:]
+    return torch.nn.functional.cross_entropy(logits[keep], target[keep])
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrainedTokenizerFast | None = None,
+             ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, dict]:
+    """Train tokenizer (unless given) and model; save both to `out` when given. Returns model, tokenizer,
+    and a summary with the loss curve and timing."""
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise HeadlabError(f"headlab/toy/pretrain.py: field 'steps'/'batch_size' must be >= 1, got "
+                           f"{cfg.steps}/{cfg.batch_size}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len)
+    model = LlamaForCausalLM(llama_config(cfg, tok))
+    model.train()
+    world = World(cfg.seed, "train")
+    rng = random.Random(f"pretrain-{cfg.seed}")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    losses: list[float] = []
+    n_tokens = 0
+    bar = tqdm(range(cfg.steps), desc="toy pretrain", unit="step")
+    for step in bar:
+        ids, mask = packed_rows(world, tok, rng, cfg.batch_size, cfg.seq_len, cfg.max_filler)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = lm_loss(model, ids, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(round(loss.item(), 4))
+        n_tokens += int(mask.sum())
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{n_tokens / (time.time() - t0):.0f}")
+    model.eval()
+    summary = {"config": asdict(cfg), "n_params": sum(p.numel() for p in model.parameters()),
+               "train_tokens": n_tokens, "train_seconds": round(time.time() - t0, 1),
+               "loss_first": losses[0], "loss_last10": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+               "losses_every_50": losses[::50]}
+    if out is not None:
+        save(model, tok, out, summary)
+    return model, tok, summary
+
+
+def save(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out: str | Path, summary: dict) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    atomic_write_json(out / "training.json", summary)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = PretrainConfig()
+    p.add_argument("--out", required=True, help="folder to write the checkpoint to")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for the world, tokenizer and model")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="rows of 256 tokens per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: default)")
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    cfg = PretrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         threads=args.threads)
+    _, _, summary = pretrain(cfg, args.out)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m headlab.toy.pretrain", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    summary = run_from_args(p.parse_args(argv))
+    print(f"trained {summary['n_params']:,} parameters on {summary['train_tokens']:,} tokens in "
+          f"{summary['train_seconds']}s; final loss {summary['loss_last10']}")
+
+
+if __name__ == "__main__":
+    main()
