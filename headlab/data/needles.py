@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from headlab.data.example import citation_question
 from headlab.toy.world import RELATIONS, Fact, World
@@ -88,7 +89,13 @@ def fact_sentence(world: World, fact: Fact, realism: str, rng: random.Random) ->
 
 def world_for(seed: int, realism: str, split: str | None = None) -> World:
     """The world an example draws names from: held-out names for `real` unless a split is given."""
-    return World(seed, split or ("heldout" if realism == "real" else "train"))
+    return _world(seed, split or ("heldout" if realism == "real" else "train"))
+
+
+@lru_cache(maxsize=8)
+def _world(seed: int, split: str) -> World:
+    # Building the name pools costs ~50 ms; a World is only read after construction, so share it.
+    return World(seed, split)
 
 
 # --- symbolic key/value needles ---------------------------------------------------------------------------
