@@ -78,7 +78,8 @@ def _convert(args: argparse.Namespace) -> None:
     elif args.format == "musique":
         examples = load_musique(args.file, limit=args.limit)
     else:
-        examples = load_summhay(args.file, max_docs=args.max_docs, seed=args.seed, limit=args.limit)
+        max_docs = args.max_docs if args.max_docs > 0 else None
+        examples = load_summhay(args.file, max_docs=max_docs, seed=args.seed, limit=args.limit)
     save_examples(examples, args.out)
     print(f"wrote {len(examples)} examples to {args.out}")
 
@@ -138,7 +139,7 @@ def add_data_commands(subparsers: Any) -> None:
     cv.add_argument("file")
     cv.add_argument("--format", required=True, choices=["mdqa", "musique", "summhay"])
     cv.add_argument("--limit", type=int, help="at most this many examples")
-    cv.add_argument("--max-docs", type=int, default=20, help="summhay: documents per example (gold kept)")
+    cv.add_argument("--max-docs", type=int, default=20, help="summhay: documents per example (0: all)")
     cv.add_argument("--seed", type=int, default=0, help="summhay: seed of the distractor choice")
     cv.add_argument("--out", required=True, help="output JSONL file")
     cv.set_defaults(func=_convert)
