@@ -33,12 +33,15 @@ def niah_probes(tokenizer, n: int, context_tokens: int, seed: int, diversity: st
         # Add filler until the haystack holds the tokens left; sentence costs are additive because
         # every sentence after the first starts with a space that its first token absorbs.
         filler: list[str] = []
-        budget = context_tokens - overhead
-        while True:
+        # 2 tokens of slack: the needle's first token can change once a space precedes it.
+        budget = context_tokens - overhead - 2
+        misses = 0
+        while misses < 8:  # near the end, try a few more draws for a short sentence that still fits
             s = world.filler_sentence(rng, diversity)
             cost = len(tokenizer(" " + s, add_special_tokens=False)["input_ids"])
             if cost > budget:
-                break
+                misses += 1
+                continue
             filler.append(s)
             budget -= cost
         depth = i / (n - 1) if n > 1 else 0.5

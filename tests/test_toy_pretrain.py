@@ -1,0 +1,78 @@
+"""Toy tokenizer, corpus, probes and the pretraining step, on a very small config (seconds)."""
+
+import random
+
+import pytest
+import torch
+
+from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.errors import HeadlabError
+from headlab.toy.corpus import document
+from headlab.toy.pretrain import PretrainConfig, packed_rows, pretrain
+from headlab.toy.probes import niah_probes
+from headlab.toy.tokenizer import train_tokenizer
+from headlab.toy.world import World
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(seed=0, vocab_size=400, n_docs=150)
+
+
+def test_tokenizer_round_trips_and_keeps_newline_a_single_token(tok):
+    text = document(World(0), random.Random(0), 3)
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text
+    nl = tok("\n", add_special_tokens=False)["input_ids"]
+    assert len(nl) == 1
+    assert tok("\n\n", add_special_tokens=False)["input_ids"] == nl * 2
+    assert tok.eos_token == tok.pad_token == "<|endoftext|>"
+
+
+def test_documents_answer_by_copying_a_stated_fact():
+    w, rng = World(0), random.Random(5)
+    for _ in range(50):
+        doc = document(w, rng, rng.randint(0, 10))
+        context, *qas = doc.split("\n\nQuestion: ")
+        assert qas and doc.endswith("\n")
+        for qa in qas:
+            question, ans = qa.split("\nAnswer: ")
+            ans = ans.rstrip("\n")
+            assert ans.endswith(".") and ans in context  # the answer is a sentence of the context
+
+
+def test_packed_rows_hold_whole_documents_and_mask_padding(tok):
+    ids, mask = packed_rows(World(0), tok, random.Random(0), 4, 128, 4)
+    assert ids.shape == mask.shape == (4, 128)
+    eos = tok.eos_token_id
+    for r in range(4):
+        n = int(mask[r].sum())
+        assert mask[r, :n].all() and not mask[r, n:].any()  # padding only at the end
+        assert ids[r, n - 1] == eos  # the last packed document is complete
+
+
+def test_niah_probes_have_the_asked_length_and_needle(tok):
+    probes = niah_probes(tok, 5, 160, seed=3)
+    assert probes == niah_probes(tok, 5, 160, seed=3)
+    assert [p["depth"] for p in probes] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for p in probes:
+        n = len(encode_prompt(tok, render_prompt(tok, p["context"], p["question"])))
+        assert 145 <= n <= 160
+        assert p["needle"] in p["context"] and p["short_answer"] in p["needle"] and p["answer"] == p["needle"]
+    assert probes[0]["context"].startswith(probes[0]["needle"])
+    assert probes[-1]["context"].endswith(probes[-1]["needle"])
+    with pytest.raises(HeadlabError, match="context_tokens"):
+        niah_probes(tok, 2, 10, seed=0)
+
+
+def test_a_few_training_steps_lower_the_loss(tok, tmp_path):
+    cfg = PretrainConfig(seed=0, steps=30, batch_size=4, seq_len=96, lr=3e-3, warmup=5, hidden_size=32,
+                         n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64, max_filler=3)
+    model, _, summary = pretrain(cfg, tmp_path, tok=tok)
+    losses = summary["losses_every_50"]
+    assert summary["loss_last10"] < losses[0] - 0.7
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "tokenizer.json").is_file()
+    assert model.config.max_position_embeddings == 96
+    # Same seed, same weights.
+    model2, _, _ = pretrain(cfg, None, tok=tok)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))
