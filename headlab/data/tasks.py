@@ -146,8 +146,9 @@ def generate_example(config: GenConfig, tokenizer: Any, index: int,
     misses = 0
     while misses < 3:
         # Near the budget, try the smallest documents, and one document of a two-document group, before
-        # stopping (a lone half of a distractor chain is still a plausible distractor).
-        n_filler = rng.randint(lo, hi) if misses == 0 else lo
+        # stopping (a lone half of a distractor chain is still a plausible distractor). A short budget with no
+        # distractor yet gets a bare needle sentence rather than failing.
+        n_filler = rng.randint(lo, hi) if misses == 0 else lo if misses == 1 or distractors else 0
         needles = plan.distractors(rng)[: None if misses == 0 else 1]
         group = [_build_doc(nd, world, config, rng, tokenizer, n_filler, writer) for nd in needles]
         cost = sum(d.tokens for d in group)
