@@ -4,7 +4,13 @@ import pytest
 
 from headlab.data.bpe import train_byte_level_bpe
 from headlab.data.example import Document, TaskExample, render_context
-from headlab.data.task_prompts import char_to_token_span, render_task_prompt, task_probe, task_question
+from headlab.data.task_prompts import (
+    char_to_token_span,
+    render_task_prompt,
+    task_probe,
+    task_probes,
+    task_question,
+)
 from headlab.errors import HeadlabError
 
 TEXTS = ["Ivo Lenn works at Acme Press. Acme Press is based in Tovesk. The sky is blue."] * 30
@@ -44,6 +50,9 @@ def test_probe_first_and_answer_span(tok):
     assert needle.strip() == "Acme Press is based in Tovesk."
     assert answer["input_ids"] == first["input_ids"]
     assert set(first) == {"input_ids", "needle_start", "needle_end"}
+    (obj,) = task_probes([ex], tok, which="answer")
+    assert (obj.id, obj.needle_start, obj.needle_end) == ("m", answer["needle_start"], answer["needle_end"])
+    assert obj.needle_ids == answer["input_ids"][answer["needle_start"]:answer["needle_end"]]
     with pytest.raises(HeadlabError, match="field 'which'"):
         task_probe(ex, tok, which="last")
 

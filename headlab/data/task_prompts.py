@@ -11,6 +11,7 @@ from typing import Any
 
 from headlab.data.example import TaskExample
 from headlab.data.metrics import normalize_answer
+from headlab.data.probes import Probe
 from headlab.data.prompts import render_prompt
 from headlab.errors import HeadlabError
 
@@ -94,3 +95,12 @@ def task_probe(example: TaskExample, tokenizer: Any, which: str = "first") -> di
     enc = encode_prompt(tokenizer, prompt)
     start, end = char_to_token_span(enc["offsets"], offset + s, offset + e)
     return {"input_ids": enc["input_ids"], "needle_start": start, "needle_end": end}
+
+
+def task_probes(examples: list[TaskExample], tokenizer: Any, which: str = "first") -> list[Probe]:
+    """`task_probe` for each example as detection's Probe objects (token probes, id = example id)."""
+    probes = []
+    for ex in examples:
+        p = task_probe(ex, tokenizer, which)
+        probes.append(Probe(ex.id, p["input_ids"], p["needle_start"], p["needle_end"], answer=ex.answers[0]))
+    return probes
