@@ -13,18 +13,20 @@ from headlab.errors import HeadlabError
 
 
 def _detect(args: argparse.Namespace) -> None:
-    from headlab.data.probes import load_probes
+    from headlab.data.probes import check_context_length, load_probes
     from headlab.detect import DetectConfig, detect_retrieval_heads
     from headlab.results import write_detection
-    from headlab.seam import load_model
+    from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
     model_path = args.model or str(_default_model_dir())
+    # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
+    tokenizer = load_tokenizer(model_path, args.trust_remote_code)
+    probes = load_probes(args.probes, tokenizer) if args.probes else _default_probes(tokenizer, args.seed)
+    if not args.allow_long_context:
+        check_context_length(probes, max_positions(load_model_config(model_path, args.trust_remote_code)),
+                             args.max_new_tokens)
     model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
                                   attn_implementation=args.attn, trust_remote_code=args.trust_remote_code)
-    if args.probes:
-        probes = load_probes(args.probes, tokenizer)
-    else:
-        probes = _default_probes(tokenizer, args.seed)
     config = DetectConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           keep_failed=args.keep_failed, threshold=args.threshold, top_k=args.top_k,
                           allow_long_context=args.allow_long_context)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
 from headlab.heads import head_name, mean_scores, select_heads
-from headlab.seam import HeadGeometry, Seam
+from headlab.seam import HeadGeometry, Seam, max_positions
 
 
 @dataclass
@@ -156,8 +156,7 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     config = config or DetectConfig()
     seam = Seam.attach(model)
     if not config.allow_long_context:
-        check_context_length(probes, getattr(model.config.get_text_config(), "max_position_embeddings", None),
-                             config.max_new_tokens)
+        check_context_length(probes, max_positions(model.config), config.max_new_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stops = {kind: stop_token_ids(model, tokenizer, kind) for kind in {p.is_text for p in probes}}
     # Batch probes of similar length together; results are reported in the input order.

@@ -85,31 +85,60 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
+def _check_model_location(name: str) -> None:
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise HeadlabError(f"{name}: model folder not found")
+
+
+def _loading(name: str, load: Callable):
+    _check_model_location(name)
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+
+
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
+    """The tokenizer of a local folder or hub id, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    name = str(name_or_path)
+    tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False):
+    """The transformers config alone: cheap checks before loading weights."""
+    from transformers import AutoConfig
+
+    name = str(name_or_path)
+    return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code))
+
+
 def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
                attn_implementation: str = "sdpa", trust_remote_code: bool = False):
     """Load a causal LM and its tokenizer from a local folder or hub id, in eval mode.
 
     Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     name = str(name_or_path)
-    looks_local = name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise HeadlabError(f"{name}: model folder not found")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        )
-    except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+    tokenizer = load_tokenizer(name, trust_remote_code)
+    model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
+        name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code))
     model.to(device).eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def max_positions(config) -> int | None:
+    """The model's maximum position count (max_position_embeddings; n_positions for GPT-2)."""
+    return getattr(config.get_text_config(), "max_position_embeddings", None)
 
 
 # --------------------------------------------------------------------------------------------------------
