@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("reference")
     _add_selection(cmp_)
     cmp_.set_defaults(func=_heads_compare)
+
+    from headlab.data.cli import add_data_commands
+    from headlab.toy.cli import add_toy_commands
+
+    add_data_commands(sub)
+    add_toy_commands(sub)
     return parser
 
 
