@@ -1,0 +1,147 @@
+"""Benchmark: retrieval-head detection against plain generation and against the reference way.
+
+For a small grouped-query Llama (random weights) at several context lengths, on CPU, each measurement in
+its own subprocess (so peak memory is its own):
+
+- detect:    headlab's detect_retrieval_heads (SDPA prefill, KV-cache decode, top-1 from query x keys);
+- generate:  plain `model.generate` of the same number of tokens with SDPA (the floor);
+- reference: eager attention, decode with `output_attentions=True` and a Python loop over heads, batch 1
+             (how the research code does it).
+
+Prints time and peak-memory growth (peak RSS minus RSS after loading) and the ratios measured in this run.
+Targets: detect <= 1.25x generate in time and <= 1.1x in memory; reference / detect >= 3x at 4K.
+
+    python bench/detect.py [--lengths 1024 2048 4096 8192] [--new-tokens 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+CONFIG = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+              num_key_value_heads=2, max_position_embeddings=16384, eos_token_id=None, bos_token_id=None)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _model(attn: str) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(**CONFIG, attn_implementation=attn)).eval()
+
+
+def _prompt(length: int) -> list[int]:
+    g = torch.Generator().manual_seed(length)
+    return torch.randint(0, CONFIG["vocab_size"], (length,), generator=g).tolist()
+
+
+def run_detect(length: int, new_tokens: int) -> None:
+    from headlab.data.probes import Probe
+    from headlab.detect import DetectConfig, detect_retrieval_heads
+
+    class Tok:  # token probes need only pad, eos and decode
+        pad_token_id, eos_token_id = 0, None
+
+        def decode(self, ids, skip_special_tokens=True):
+            return ""
+
+    model = _model("sdpa")
+    probe = Probe("bench", _prompt(length), length // 2, length // 2 + 64)
+    config = DetectConfig(max_new_tokens=new_tokens, keep_failed=True, progress=False, allow_long_context=True)
+    time_and_report(lambda: detect_retrieval_heads(model, Tok(), [probe], config))
+
+
+def run_generate(length: int, new_tokens: int) -> None:
+    model = _model("sdpa")
+    ids = torch.tensor([_prompt(length)])
+    time_and_report(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                      min_new_tokens=new_tokens, do_sample=False, pad_token_id=0))
+
+
+@torch.no_grad()
+def run_reference(length: int, new_tokens: int) -> None:
+    model = _model("eager")
+    prompt = _prompt(length)
+    lo, hi = length // 2, length // 2 + 64
+    n_layers, n_heads = CONFIG["num_hidden_layers"], CONFIG["num_attention_heads"]
+
+    def work():
+        copies = [[0] * n_heads for _ in range(n_layers)]
+        out = model(torch.tensor([prompt]), use_cache=True, output_attentions=True)
+        for _ in range(new_tokens):
+            token = int(out.logits[0, -1].argmax())
+            for layer, attn in enumerate(out.attentions):
+                for head in range(n_heads):
+                    i = int(attn[0, head, -1].argmax())
+                    copies[layer][head] += int(lo <= i < hi and prompt[i] == token)
+            out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
+                        output_attentions=True)
+        return copies
+
+    time_and_report(work)
+
+
+def time_and_report(work) -> None:
+    """Time `work` and report (seconds, peak RSS growth in MB) to the parent through the queue."""
+    base = _rss_mb()
+    start = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    RESULT.put((seconds, max(peak - base, 0.0)))
+
+
+RESULT: mp.Queue  # set in the child process
+RUNNERS = {"detect": run_detect, "generate": run_generate, "reference": run_reference}
+
+
+def _child(name: str, length: int, new_tokens: int, queue: mp.Queue) -> None:
+    global RESULT
+    RESULT = queue
+    RUNNERS[name](length, new_tokens)
+
+
+def measure(name: str, length: int, new_tokens: int) -> tuple[float, float]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, length, new_tokens, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--new-tokens", type=int, default=20)
+    parser.add_argument("--skip-reference-above", type=int, default=8192,
+                        help="skip the (slow, quadratic-memory) reference above this length")
+    args = parser.parse_args()
+    print(f"model: Llama {CONFIG['num_hidden_layers']} layers x {CONFIG['num_attention_heads']} heads "
+          f"({CONFIG['num_key_value_heads']} kv), hidden {CONFIG['hidden_size']}; {args.new_tokens} new tokens; "
+          f"CPU threads {torch.get_num_threads()}")
+    header = (f"{'ctx':>6} {'detect s':>9} {'gen s':>8} {'ref s':>8} | {'det/gen t':>9} {'ref/det t':>9} | "
+              f"{'detect MB':>9} {'gen MB':>8} {'ref MB':>8} {'det/gen m':>9}")
+    print(header)
+    for length in args.lengths:
+        d_t, d_m = measure("detect", length, args.new_tokens)
+        g_t, g_m = measure("generate", length, args.new_tokens)
+        if length <= args.skip_reference_above:
+            r_t, r_m = measure("reference", length, args.new_tokens)
+        else:
+            r_t = r_m = float("nan")
+        print(f"{length:>6} {d_t:>9.2f} {g_t:>8.2f} {r_t:>8.2f} | {d_t / g_t:>9.2f} {r_t / d_t:>9.2f} | "
+              f"{d_m:>9.0f} {g_m:>8.0f} {r_m:>8.0f} {d_m / max(g_m, 1e-9):>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
