@@ -1,0 +1,48 @@
+"""Baselines for LoFiT on the same data and training loop: LoRA (PEFT), random heads, transferred heads."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+from headlab.errors import HeadlabError
+from headlab.heads import head_name
+from headlab.lofit.datasets import Completion, Preference
+from headlab.lofit.train import TrainConfig, reference_logprobs, train
+from headlab.seam import HeadGeometry
+
+# Attention projections LoRA adapts per architecture family (the usual q/v choice of the LoRA paper).
+_LORA_TARGETS = {"gpt2": ["c_attn"]}
+_DEFAULT_TARGETS = ["q_proj", "v_proj"]
+
+
+def random_heads(geometry: HeadGeometry, k: int, seed: int = 0, exclude: Sequence[str] = ()) -> list[str]:
+    """K heads drawn uniformly without replacement, outside `exclude` (the control for a selected set)."""
+    pool = [head_name(lay, h) for lay in range(geometry.n_layers) for h in range(geometry.n_heads)
+            if head_name(lay, h) not in set(exclude)]
+    if not 1 <= k <= len(pool):
+        raise HeadlabError(f"random heads: cannot draw {k} of {len(pool)} heads")
+    return sorted(random.Random(seed).sample(pool, k), key=lambda n: tuple(map(int, n.split("-"))))
+
+
+def train_lora(model, tokenizer, records: Sequence[Completion | Preference], config: TrainConfig,
+               rank: int = 8, alpha: int = 16, targets: Sequence[str] | None = None):
+    """Wrap `model` with LoRA (PEFT) and train it with the shared loop; returns (peft model, loss per step)."""
+    from peft import LoraConfig, get_peft_model
+
+    reference = None
+    if isinstance(records[0], Preference):  # the reference is the model before LoRA
+        reference = reference_logprobs(model, tokenizer, records, config.batch_size)
+    modules = list(targets or _LORA_TARGETS.get(model.config.model_type, _DEFAULT_TARGETS))
+    torch.manual_seed(config.seed)  # LoRA initialises A randomly: same seed, same run
+    lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules, lora_dropout=0.0, bias="none")
+    peft_model = get_peft_model(model, lora)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    losses = train(peft_model, tokenizer, params, records, config, reference=reference, desc="lora")
+    return peft_model.eval(), losses
+
+
+def n_trainable(params) -> int:
+    return sum(p.numel() for p in params)

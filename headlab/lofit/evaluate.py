@@ -1,0 +1,69 @@
+"""Scoring for LoFiT runs: greedy answers scored by the task metric, and TruthfulQA MC1/MC2 by likelihood."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+
+from headlab.data.metrics import substring_match, task_score
+from headlab.data.prompts import encode_prompt
+from headlab.lofit.datasets import Completion, MultipleChoice
+from headlab.lofit.train import collate, encode_pair, sequence_logprob
+
+
+@torch.no_grad()
+def greedy_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
+    """Greedy continuation of `prompt`, cut at the first newline (headlab's stop rule)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    stops = [t for t in [tokenizer.eos_token_id, *newline[-1:]] if t is not None]
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+
+
+def score_completion(record: Completion, prediction: str) -> float:
+    if record.task == "qa":
+        return substring_match(prediction, record.answers)
+    return task_score(record.task, prediction, record.answers, record.gold_doc_ids)
+
+
+def evaluate_completions(model, tokenizer, records: Sequence[Completion], max_new_tokens: int = 32) -> dict:
+    """Mean task score of greedy answers, plus the first few predictions for a look."""
+    scores, shown = [], []
+    for r in tqdm(records, desc="lofit eval", leave=False):
+        pred = greedy_answer(model, tokenizer, r.prompt, max_new_tokens)
+        scores.append(score_completion(r, pred))
+        if len(shown) < 5:
+            shown.append({"id": r.id, "prediction": pred, "answers": r.answers[:3]})
+    return {"score": sum(scores) / len(scores), "n": len(scores), "examples": shown}
+
+
+@torch.no_grad()
+def choice_logprobs(model, tokenizer, item: MultipleChoice) -> torch.Tensor:
+    """Summed log-probability of each choice after the prompt [n_choices]."""
+    device = next(model.parameters()).device
+    batch = collate([encode_pair(tokenizer, item.prompt, c) for c in item.choices],
+                    tokenizer.pad_token_id or 0, device)
+    return sequence_logprob(model, batch).cpu()
+
+
+def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoice]) -> dict:
+    """TruthfulQA MC1 (the best answer has the highest likelihood) and MC2 (normalised mass on true answers)."""
+    mc1, mc2 = [], []
+    for it in tqdm(items, desc="lofit eval mc", leave=False):
+        lp = choice_logprobs(model, tokenizer, it)
+        if it.mc1_labels:
+            mc1.append(float(it.mc1_labels[int(lp.argmax())] == 1))
+        if it.mc2_labels:
+            p = torch.softmax(lp.double(), 0)  # = exp(lp) / sum exp(lp), computed stably
+            mc2.append(float(p[torch.tensor(it.mc2_labels, dtype=torch.bool)].sum()))
+    out: dict = {"n": len({it.id for it in items})}
+    if mc1:
+        out["mc1"] = sum(mc1) / len(mc1)
+    if mc2:
+        out["mc2"] = sum(mc2) / len(mc2)
+    return out
