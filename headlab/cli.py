@@ -167,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.set_defaults(func=_heads_compare)
 
     from headlab.data.cli import add_data_commands
+    from headlab.lofit.cli import add_lofit_commands
     from headlab.toy.cli import add_toy_commands
 
     add_data_commands(sub)
     add_toy_commands(sub)
+    add_lofit_commands(sub)
     return parser
 
 
