@@ -1,0 +1,104 @@
+"""Cross-model activation patching experiment (DESIGN.md "Activation patching").
+
+The target generates greedily while the source runs in lockstep on the same tokens; the target's z at the
+patched heads is the source's at every position. Head sets, from the top K of each model's ranking (S for
+the source, T for the target): `intersection` = S ∩ T, `complement` = S \\ T (only the source's), `source`
+= S, and `random`: |S| heads outside S, one set per seed. Unpatched target and source scores come with them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from headlab.errors import HeadlabError
+from headlab.interventions import patch_from_model
+from headlab.io import atomic_write_json
+from headlab.knockout import random_heads
+from headlab.mech_eval import EvalItem, score_items
+from headlab.seam import HeadGeometry, Seam
+
+
+@dataclass
+class PatchConfig:
+    k: int = 10  # top K of each model's ranking
+    seeds: int = 3
+    seed: int = 0
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    progress: bool = True
+
+
+def patch_head_sets(source_ranking: list[str], target_ranking: list[str], geometry: HeadGeometry, k: int,
+                    seeds: int, seed: int) -> dict[str, list[list[str]]]:
+    """Named head sets to patch; each name maps to one set, or one set per seed for `random`."""
+    if not 1 <= k <= min(len(source_ranking), len(target_ranking)):
+        raise HeadlabError(f"patch: field 'k' must be in [1, {min(len(source_ranking), len(target_ranking))}], "
+                           f"got {k}")
+    if seeds < 1:
+        raise HeadlabError(f"patch: field 'seeds' must be >= 1, got {seeds}")
+    s, t = source_ranking[:k], set(target_ranking[:k])
+    return {"intersection": [[h for h in s if h in t]], "complement": [[h for h in s if h not in t]],
+            "source": [s], "random": [random_heads(geometry, s, len(s), seed + i) for i in range(seeds)]}
+
+
+def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[EvalItem],
+                 source_ranking: list[str], target_ranking: list[str], config: PatchConfig | None = None) -> dict:
+    config = config or PatchConfig()
+    g = Seam.attach(target).geometry
+    if Seam.attach(source).geometry != g:
+        raise HeadlabError("patch: source and target have different head geometry")
+    if not items:
+        raise HeadlabError("patch: no data items")
+    sets = patch_head_sets(source_ranking, target_ranking, g, config.k, config.seeds, config.seed)
+    bar = tqdm(total=2 + sum(len(v) for v in sets.values()), desc="patch", unit="run", disable=not config.progress)
+
+    def evaluate(model: nn.Module) -> float:
+        bar.update(1)
+        return statistics.fmean(score_items(model, tokenizer, items, config.max_new_tokens, config.batch_size))
+
+    result: dict = {"target": evaluate(target), "source": evaluate(source), "sets": {}}
+    for name, head_sets in sets.items():
+        scores = []
+        for heads in head_sets:
+            if not heads:  # nothing to patch: the target's own score
+                scores.append(result["target"])
+                bar.update(1)
+                continue
+            with patch_from_model(target, source, heads):
+                scores.append(evaluate(target))
+        result["sets"][name] = {"heads": head_sets if name == "random" else head_sets[0], "size": len(head_sets[0]),
+                                "scores": scores, "mean": statistics.fmean(scores),
+                                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+    bar.close()
+    result.update(k=config.k, n_items=len(items), geometry=g.to_dict())
+    return result
+
+
+def plot_patching(result: dict, path: str | Path, title: str = "Cross-model patching") -> None:
+    from headlab.plots import plt, save_figure
+
+    names = ["target", "source"] + list(result["sets"])
+    means = [result["target"], result["source"]] + [v["mean"] for v in result["sets"].values()]
+    errs = [0.0, 0.0] + [v["std"] for v in result["sets"].values()]
+    labels = names[:2] + [f"{n}\n({v['size']} heads)" for n, v in result["sets"].items()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(range(len(names)), means, yerr=errs, capsize=3,
+           color=["gray", "black"] + [f"C{i}" for i in range(len(names) - 2)])
+    ax.set_xticks(range(len(names)), labels, fontsize=8)
+    ax.set_ylabel("target score")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def write_patching(result: dict, out_dir: str | Path, config: PatchConfig, extra: dict | None = None) -> None:
+    """patching.json, config.json and patching.png in `out_dir`."""
+    out = Path(out_dir)
+    atomic_write_json(out / "config.json", {**asdict(config), **(extra or {})})
+    plot_patching(result, out / "patching.png", f"Cross-model patching, top {config.k}, n={result['n_items']}")
+    atomic_write_json(out / "patching.json", result)
