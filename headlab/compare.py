@@ -47,9 +47,11 @@ def recall_score_correlation(recalls: list[float], scores: list[float]) -> dict:
         raise HeadlabError(f"compare: {len(scores)} downstream scores for {len(recalls)} models")
     if len(recalls) < 3:
         raise HeadlabError(f"compare: a Spearman correlation needs at least 3 models, got {len(recalls)}")
+    if len(set(recalls)) < 2 or len(set(scores)) < 2:  # a constant input has no rank correlation
+        return {"rho": None, "p": None, "n": len(recalls)}
     rho, p = spearmanr(recalls, scores)
     rho, p = float(rho), float(p)
-    defined = not (math.isnan(rho) or math.isnan(p))  # a constant recall or score has no rank correlation
+    defined = not (math.isnan(rho) or math.isnan(p))
     return {"rho": rho if defined else None, "p": p if defined else None, "n": len(recalls)}
 
 
