@@ -64,7 +64,7 @@ def test_dpo_loss_reference_values():
 def test_select_keeps_top_k_by_norm_and_leaves_model_unchanged():
     model = build_model("llama")
     before = _state(model)
-    cfg = SelectConfig(l1=0.0, top_k=3, init_std=1e-3, train=TrainConfig(epochs=2, lr=1e-2, batch_size=4))
+    cfg = SelectConfig(l1=0.0, top_k=3, init_std=1e-3, train=TrainConfig(epochs=4, lr=1e-2, batch_size=12))
     result = select_heads(model, TOK, completions(), cfg)
     assert len(result.heads) == 3 and len(result.norms) == 12
     ranked = sorted(result.norms, key=lambda n: -result.norms[n])
