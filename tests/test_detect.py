@@ -62,12 +62,12 @@ class _Tok:
 def test_fast_path_equals_reference(arch):
     model = build_model(arch)
     reference = same_weights(model, arch, "eager")
-    probes = token_probes(3) + echo_probes(model, 3)
-    config = DetectConfig(max_new_tokens=12, batch_size=1, keep_failed=True, progress=False)
+    probes = token_probes(2) + echo_probes(model, 2)
+    config = DetectConfig(max_new_tokens=8, batch_size=1, keep_failed=True, progress=False)
     result = detect_retrieval_heads(model, _Tok(), probes, config)
     total = 0.0
     for probe, outcome in zip(probes, result.outcomes, strict=True):
-        response, scores = reference_scores(reference, probe, 12, {2})
+        response, scores = reference_scores(reference, probe, 8, {2})
         assert outcome.response_ids == response
         assert torch.equal(outcome.scores, scores), f"{arch} {probe.id}"
         total += float(scores.sum())
@@ -76,11 +76,11 @@ def test_fast_path_equals_reference(arch):
 
 @pytest.mark.parametrize("arch", ["llama", "mistral-gqa", "gpt2"])
 def test_batch_size_and_attention_implementation_do_not_change_scores(arch):
-    probes = token_probes(n=3, seed=3) + echo_probes(build_model(arch), n=3, seed=3)
+    probes = token_probes(n=2, seed=3) + echo_probes(build_model(arch), n=2, seed=3)
     runs = []
     for attn, batch_size in [("sdpa", 1), ("sdpa", 4), ("eager", 4)]:
         model = build_model(arch, attn=attn)
-        config = DetectConfig(max_new_tokens=10, batch_size=batch_size, keep_failed=True, progress=False)
+        config = DetectConfig(max_new_tokens=8, batch_size=batch_size, keep_failed=True, progress=False)
         runs.append(detect_retrieval_heads(model, _Tok(), probes, config))
     first = runs[0]
     assert sum(sum(v) for v in first.retrieval_scores().values()) > 0
@@ -101,7 +101,7 @@ def test_success_filter_counts_only_recalled_needles():
     assert all(v == [] for v in filtered.retrieval_scores().values())
     assert all(len(v) == 4 for v in kept.retrieval_scores().values())
     # A one-token needle that the model does generate is recalled in full and counts.
-    echo = echo_probes(model, n=4)
+    echo = echo_probes(model, n=2)
     seen = detect_retrieval_heads(model, _Tok(), echo, DetectConfig(max_new_tokens=8, keep_failed=True,
                                                                      progress=False))
     p, first = next((p, o.response_ids[0]) for p, o in zip(echo, seen.outcomes, strict=True)
