@@ -3,7 +3,8 @@
 The target generates greedily while the source runs in lockstep on the same tokens; the target's z at the
 patched heads is the source's at every position. Head sets, from the top K of each model's ranking (S for
 the source, T for the target): `intersection` = S ∩ T, `complement` = S \\ T (only the source's), `source`
-= S, and `random`: |S| heads outside S, one set per seed. Unpatched target and source scores come with them.
+= S, and `random`: |S| heads outside S (fewer when S is over half the model), one set per seed. Unpatched
+target and source scores come with them.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def patch_head_sets(source_ranking: list[str], target_ranking: list[str], geomet
     if seeds < 1:
         raise HeadlabError(f"patch: field 'seeds' must be >= 1, got {seeds}")
     s, t = source_ranking[:k], set(target_ranking[:k])
-    return {"intersection": [[h for h in s if h in t]], "complement": [[h for h in s if h not in t]],
-            "source": [s], "random": [random_heads(geometry, s, len(s), seed + i) for i in range(seeds)]}
+    sets = {"intersection": [[h for h in s if h in t]], "complement": [[h for h in s if h not in t]], "source": [s]}
+    n_random = min(len(s), geometry.total_heads - len(s))  # fewer when S covers more than half the model
+    if n_random:
+        sets["random"] = [random_heads(geometry, s, n_random, seed + i) for i in range(seeds)]
+    return sets
 
 
 def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[EvalItem],
