@@ -3,8 +3,7 @@
 import json
 
 import pytest
-import torch
-from lofit_util import FACTS, one_thread  # noqa: F401
+from lofit_util import FACTS
 from transformers import AutoModelForCausalLM
 
 from headlab.cli import main
@@ -104,4 +103,3 @@ def test_merge_refuses_mismatched_adapter(tiny_model_dir, tmp_path, capsys):
     LofitAdapter([(0, 0)], HeadGeometry(2, 8, 8, 8)).save(tmp_path / "a.safetensors")
     _bad(tmp_path, ["lofit", "merge", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "a.safetensors"),
                     "--out", str(tmp_path / "out")], "does not match", capsys)
-    assert torch.get_num_threads() == 1

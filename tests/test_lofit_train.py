@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from lofit_util import completions, one_thread, preferences  # noqa: F401
+from lofit_util import completions, preferences
 from tiny import build_model, build_tokenizer
 
 from headlab.errors import HeadlabError
