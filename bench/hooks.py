@@ -1,0 +1,107 @@
+"""Benchmark: cost of knockout, patching and a z offset against the bare model, on CPU at 2K tokens.
+
+A small grouped-query Llama (random weights). For each condition: one 2K-token forward, and generation
+(2K-token prefill + `--new-tokens` greedy steps with a KV cache, through headlab's generation loop). The
+conditions run interleaved, `--repeats` times, and the median is kept, so load from other processes on the
+machine hits every condition alike. Printed as ratios to the bare model measured in the same run.
+
+Targets: knockout and offsets <= 1.05x. Cross-input patching runs a second (source) forward per step by
+design, so its floor is 2x; its ratio is printed for reference.
+
+    python bench/hooks.py [--tokens 2048] [--new-tokens 16] [--repeats 5] [--out bench/results/hooks.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from headlab.generate import greedy_batch
+from headlab.interventions import head_means, knockout, patch_from_input
+from headlab.seam import Seam
+
+CONFIG = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+              num_key_value_heads=2, max_position_embeddings=8192, eos_token_id=None, bos_token_id=None)
+HEADS = ["0-1", "0-5", "1-2", "1-7", "2-0", "2-3", "2-6", "3-1", "3-4", "3-5"]  # 10 heads on every layer
+
+
+def _offset(model):
+    """A LoFiT-style offset (z <- z + v at the 10 heads) as a plain z hook: the seam's cost for offsets."""
+    seam = Seam.attach(model)
+    stack = contextlib.ExitStack()
+    by_layer: dict[int, list[int]] = {}
+    for name in HEADS:
+        layer, h = map(int, name.split("-"))
+        by_layer.setdefault(layer, []).append(h)
+    for layer, hs in by_layer.items():
+        v = torch.zeros(seam.geometry.n_heads, seam.geometry.head_dim)
+        v[hs] = 0.01
+        stack.enter_context(seam.z_hook(layer, lambda z, v=v: z + v))
+    return stack
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=2048)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", help="write the figures as JSON here")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**CONFIG, attn_implementation="sdpa")).eval()
+    Seam.attach(model)
+    ids = torch.randint(0, CONFIG["vocab_size"], (1, args.tokens))
+    other = torch.randint(0, CONFIG["vocab_size"], (1, args.tokens))
+    mask = torch.ones_like(ids)
+    means = head_means(model, [(ids[:, :256], None)])
+    conditions = {
+        "bare": lambda: contextlib.nullcontext(),
+        "knockout uniform decode": lambda: knockout(model, HEADS, "uniform", "decode"),
+        "knockout uniform all": lambda: knockout(model, HEADS, "uniform", "all"),
+        "knockout zero all": lambda: knockout(model, HEADS, "zero", "all"),
+        "knockout mean all": lambda: knockout(model, HEADS, "mean", "all", means),
+        "z offset (seam hook)": lambda: _offset(model),
+        "patch cross-input": lambda: patch_from_input(model, HEADS, other, mask),
+    }
+    times: dict[str, dict[str, list[float]]] = {c: {"forward": [], "generate": []} for c in conditions}
+
+    @torch.no_grad()
+    def forward():
+        model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+
+    def generate():
+        greedy_batch(model, ids, mask, set(), args.new_tokens)
+
+    forward(), generate()  # warm-up
+    for _ in range(args.repeats):
+        for name, make in conditions.items():
+            for kind, fn in (("forward", forward), ("generate", generate)):
+                with make():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name][kind].append(time.perf_counter() - t0)
+    med = {c: {k: statistics.median(v) for k, v in kinds.items()} for c, kinds in times.items()}
+    result = {"tokens": args.tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
+              "threads": torch.get_num_threads(), "heads": HEADS, "seconds": med,
+              "ratio": {c: {k: med[c][k] / med["bare"][k] for k in med[c]} for c in med}}
+    print(f"{args.tokens} tokens, {args.new_tokens} new, median of {args.repeats}, {torch.get_num_threads()} threads")
+    print(f"{'condition':<26}{'forward s':>10}{'ratio':>8}{'generate s':>12}{'ratio':>8}")
+    for c in conditions:
+        r = result["ratio"][c]
+        print(f"{c:<26}{med[c]['forward']:>10.3f}{r['forward']:>8.3f}{med[c]['generate']:>12.3f}{r['generate']:>8.3f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
