@@ -1,0 +1,83 @@
+"""Context extension as config overrides: a longer max_position_embeddings and a RoPE change.
+
+The overrides are plain config attributes ({"max_position_embeddings": 1024, "rope_parameters": {...}}),
+saved next to a fine-tuned model, so the same extension can be re-applied to a base model when loading a
+PEFT adapter (`AutoModelForCausalLM.from_pretrained(adapter_dir, **overrides)` does exactly that).
+transformers 5 keeps RoPE settings in `config.rope_parameters` (rope_type, rope_theta, factor, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from headlab.errors import HeadlabError
+
+# rope types whose scaling needs the pretraining length
+_NEEDS_ORIGINAL = ("yarn", "longrope", "llama3", "dynamic")
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def current_length(config) -> int:
+    n = getattr(_text_config(config), "max_position_embeddings", None)
+    if n is None:
+        raise HeadlabError(f"{type(config).__name__}: no max_position_embeddings, cannot extend its context")
+    return int(n)
+
+
+def ntk_theta(theta: float, scale: float, head_dim: int) -> float:
+    """NTK-aware RoPE base for a context `scale` times longer: theta * scale^(d / (d - 2)).
+
+    It keeps the lowest rotary frequency's wavelength growing with the context while barely moving the
+    highest frequencies, which carry local order (bloc97, 2023).
+    """
+    return float(theta * scale ** (head_dim / (head_dim - 2)))
+
+
+def extension_overrides(config, target_length: int | None, rope_theta: float | None = None,
+                        rope_scaling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Config attributes to set for a context of `target_length` tokens ({} when nothing changes).
+
+    `rope_theta` sets the RoPE base; `rope_scaling` (e.g. {"rope_type": "linear", "factor": 4}) is merged
+    into rope_parameters. With neither and a longer target, the base is raised by the NTK-aware rule.
+    """
+    text = _text_config(config)
+    original = current_length(config)
+    target = target_length or original
+    if target < 1:
+        raise HeadlabError(f"context extension: field 'context_length' must be positive, got {target}")
+    rope = copy.deepcopy(getattr(text, "rope_parameters", None))
+    if rope is None:
+        if target > original or rope_theta or rope_scaling:
+            raise HeadlabError(f"{type(config).__name__} has no rotary position embedding: its context "
+                               f"({original}) cannot be extended")
+        return {}
+    out: dict[str, Any] = {}
+    if target != original:
+        out["max_position_embeddings"] = target
+    if rope_scaling:
+        if "rope_type" not in rope_scaling:
+            raise HeadlabError("context extension: field 'rope_scaling' needs a 'rope_type' "
+                               "(linear, dynamic, yarn, llama3, longrope)")
+        rope.update(rope_scaling)
+        if rope["rope_type"] in _NEEDS_ORIGINAL:
+            rope.setdefault("original_max_position_embeddings", original)
+    if rope_theta:
+        rope["rope_theta"] = float(rope_theta)
+    elif not rope_scaling and target > original:
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        rope["rope_theta"] = ntk_theta(rope.get("rope_theta", 10000.0), target / original, head_dim)
+    if rope != getattr(text, "rope_parameters", None):
+        out["rope_parameters"] = rope
+    return out
+
+
+def apply_overrides(config, overrides: dict[str, Any]):
+    """Set the overrides on the (text) config in place and return it."""
+    text = _text_config(config)
+    for key, value in overrides.items():
+        setattr(text, key, copy.deepcopy(value))
+    return config

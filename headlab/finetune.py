@@ -1,0 +1,307 @@
+"""Context-extension fine-tuning: LoRA (PEFT) or full fine-tuning with the transformers Trainer.
+
+    summary = finetune(FinetuneConfig(model="path", data="train.jsonl", out="runs/ft", context_length=1024))
+
+The run folder holds config.json (this config), extension.json (the config overrides that extend the
+context), checkpoints/ (Trainer checkpoints, safetensors), model/ (the final model: a full checkpoint, a
+merged LoRA, or a PEFT adapter naming its base) and summary.json. The Trainer does the device placement, so
+`accelerate launch -m headlab.cli finetune ...` runs the same command data-parallel on several GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import TrainerCallback
+
+from headlab.errors import HeadlabError
+from headlab.extension import apply_overrides, current_length, extension_overrides
+from headlab.io import atomic_write_json, read_json
+from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
+
+METHODS = ("lora", "full")
+LOSS_ON = ("answer", "all")
+EXTENSION_FILE = "extension.json"
+
+
+@dataclass
+class FinetuneConfig:
+    model: str
+    data: str
+    out: str
+    context_length: int | None = None        # target context; default: the model's own
+    rope_theta: float | None = None          # RoPE base; default: NTK-aware rule when the context grows
+    rope_scaling: dict[str, Any] | None = None  # merged into rope_parameters, e.g. {"rope_type": "linear", ...}
+    method: str = "lora"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None  # default: the attention projections
+    lr: float = 2e-4
+    steps: int | None = None                 # optimizer steps; overrides epochs
+    epochs: float = 1.0
+    batch_size: int = 1
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    loss_on: str = "answer"
+    seed: int = 0
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    merge: bool = False                      # LoRA: save merged weights instead of an adapter
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # more TrainingArguments, passed through
+
+    def check(self) -> None:
+        rules = [("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
+                 ("loss_on", self.loss_on in LOSS_ON, f"one of {', '.join(LOSS_ON)}"),
+                 ("lr", self.lr > 0, "positive"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                 ("grad_accum", self.grad_accum >= 1, ">= 1"), ("lora_rank", self.lora_rank >= 1, ">= 1"),
+                 ("steps", self.steps is None or self.steps >= 1, ">= 1"), ("epochs", self.epochs > 0, "positive"),
+                 ("save_steps", self.save_steps >= 1, ">= 1")]
+        for name, ok, wanted in rules:
+            if not ok:
+                raise HeadlabError(f"finetune: field '{name}' must be {wanted} (got {getattr(self, name)!r})")
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict[str, list[int]]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.rows[i]
+
+
+class PadCollator:
+    """Right-pads a batch: pad id in input_ids, IGNORE_INDEX in labels, 0 in the attention mask."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        fill = {"input_ids": self.pad_id, "labels": IGNORE_INDEX, "attention_mask": 0}
+        return {k: torch.tensor([r[k] + [v] * (width - len(r[k])) for r in rows]) for k, v in fill.items()}
+
+
+class ProgressBar(TrainerCallback):
+    """One tqdm bar over optimizer steps showing the last logged loss and training tokens per second."""
+
+    def __init__(self):
+        self.bar, self.t0, self.tokens0 = None, 0.0, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", dynamic_ncols=True)
+        self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs or "loss" not in logs:
+            return
+        rate = (state.num_input_tokens_seen - self.tokens0) / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{rate:,.0f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def attention_projection_names(model) -> list[str]:
+    """LoRA targets for "attention projections only": the linear layers inside each attention module.
+
+    Leaf names (q_proj, ...) when they are unambiguous, else full module paths (GPT-2's c_proj also names an
+    MLP layer).
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    inside, leaf_count = [], {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear | Conv1D):
+            leaf = name.rsplit(".", 1)[-1]
+            leaf_count[leaf] = leaf_count.get(leaf, 0) + 1
+    for name, module in model.named_modules():
+        if type(module).__name__.endswith("Attention"):
+            for child_name, child in module.named_children():
+                if isinstance(child, torch.nn.Linear | Conv1D):
+                    inside.append(f"{name}.{child_name}")
+    if not inside:
+        raise HeadlabError(f"{type(model).__name__}: found no linear layers inside attention modules; "
+                           "pass --target-modules")
+    leaves: dict[str, int] = {}
+    for path in inside:
+        leaf = path.rsplit(".", 1)[-1]
+        leaves[leaf] = leaves.get(leaf, 0) + 1
+    if all(leaf_count[leaf] == n for leaf, n in leaves.items()):
+        return sorted(leaves)
+    return inside
+
+
+def prepare(cfg: FinetuneConfig):
+    """Tokenizer, extended config and the overrides, without loading any weights (cheap input checks)."""
+    from headlab.seam import load_model_config, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    config = load_model_config(cfg.model, cfg.trust_remote_code)
+    overrides = extension_overrides(config, cfg.context_length, cfg.rope_theta, cfg.rope_scaling)
+    apply_overrides(config, overrides)
+    tokenizer.model_max_length = current_length(config)
+    return tokenizer, config, overrides
+
+
+def build_model(cfg: FinetuneConfig, config):
+    """Load the weights under the extended config; wrap in LoRA when asked."""
+    from transformers import AutoModelForCausalLM
+
+    from headlab.seam import _resolve_dtype
+
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, config=config, dtype=_resolve_dtype(cfg.dtype),
+                                                 trust_remote_code=cfg.trust_remote_code)
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets = cfg.target_modules or attention_projection_names(model)
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, task_type="CAUSAL_LM")
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as e:
+            raise HeadlabError(f"finetune: field 'target_modules' {targets}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def _check_run_folder(cfg: FinetuneConfig, resume: bool) -> None:
+    out = Path(cfg.out)
+    saved = out / "config.json"
+    if (out / "model").exists() and not resume:
+        raise HeadlabError(f"{out}: this run has already finished (model/ exists); choose another --out")
+    if not resume and (out / "checkpoints").exists():
+        raise HeadlabError(f"{out}: holds checkpoints of an earlier run; pass --resume or choose another --out")
+    if resume:
+        if not saved.is_file():
+            raise HeadlabError(f"{saved}: file not found, nothing to resume")
+        before = read_json(saved)
+        now = asdict(cfg)
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise HeadlabError(f"{saved}: field '{changed[0]}' differs from the run being resumed "
+                               f"({before.get(changed[0])!r} there, {now[changed[0]]!r} now)")
+
+
+def training_arguments(cfg: FinetuneConfig, n_rows: int):
+    from transformers import TrainingArguments
+
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * n_rows / (cfg.batch_size * cfg.grad_accum)))
+    return TrainingArguments(
+        output_dir=str(Path(cfg.out) / "checkpoints"), max_steps=steps, learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
+        seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to="none",
+        include_num_input_tokens_seen="non_padding", gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=cfg.dtype in ("bfloat16", "bf16"), fp16=cfg.dtype in ("float16", "fp16"),
+        disable_tqdm=True, dataloader_num_workers=0, **cfg.extra)
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+    """Fine-tune, save the final model under out/model, and return (and write) the summary."""
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    cfg.check()
+    _check_run_folder(cfg, resume)
+    items = load_task_data(cfg.data)
+    tokenizer, config, overrides = prepare(cfg)
+    # Every row is checked against the target context before any weights are loaded.
+    rows = encode_all(items, tokenizer, current_length(config), answer_only=cfg.loss_on == "answer")
+    model = build_model(cfg, config)
+    out = Path(cfg.out)
+    atomic_write_json(out / "config.json", asdict(cfg))
+    atomic_write_json(out / EXTENSION_FILE, overrides)
+    trainer = Trainer(model=model, args=training_arguments(cfg, len(rows)), train_dataset=TokenDataset(rows),
+                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      callbacks=[ProgressBar(), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # its per-log dict lines would break up the progress bar
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - t0
+    if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback: no final model
+        return {"stopped_at_step": trainer.state.global_step}
+    if trainer.is_world_process_zero():
+        save_final(trainer.model, tokenizer, cfg, overrides, out / "model")
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    summary = {"steps": trainer.state.global_step, "rows": len(rows), "train_loss": result.training_loss,
+               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+               "tokens_seen": int(trainer.state.num_input_tokens_seen), "seconds": round(seconds, 2),
+               "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
+               "context_length": current_length(model.config), "extension": overrides,
+               "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "log_history": trainer.state.log_history}
+    if trainer.is_world_process_zero():
+        atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Path) -> None:
+    """A folder `from_pretrained` loads: full weights, merged LoRA, or a PEFT adapter that names its base."""
+    is_peft = hasattr(model, "peft_config")
+    tmp = path.with_name(path.name + ".partial")  # written whole, then renamed: no half-saved model
+    if is_peft and not cfg.merge:
+        model.peft_config["default"].base_model_name_or_path = _base_name(cfg.model)
+        model.save_pretrained(tmp)
+        # from_pretrained(adapter_dir) rebuilds the base from its own config; these overrides restore the
+        # extension: AutoModelForCausalLM.from_pretrained(adapter_dir, **json.load(extension.json)).
+        atomic_write_json(tmp / EXTENSION_FILE, overrides)
+    else:
+        merged = model.merge_and_unload() if is_peft else model
+        merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if path.exists():
+        raise HeadlabError(f"{path}: already exists")
+    tmp.rename(path)
+
+
+def _base_name(name: str) -> str:
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.exists() else name
+
+
+def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False):
+    """(model, tokenizer) from a model folder or a headlab LoRA adapter folder (merged on load, eval mode)."""
+    from headlab.seam import load_model
+
+    path = Path(path)
+    adapter = path / "adapter_config.json"
+    if not adapter.is_file():
+        return load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from headlab.seam import _resolve_dtype, load_model_config, load_tokenizer
+
+    base = read_json(adapter).get("base_model_name_or_path")
+    if not base:
+        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
+    config = load_model_config(base, trust_remote_code)
+    ext = path / EXTENSION_FILE
+    apply_overrides(config, read_json(ext) if ext.is_file() else {})
+    model = AutoModelForCausalLM.from_pretrained(base, config=config, dtype=_resolve_dtype(dtype),
+                                                 trust_remote_code=trust_remote_code)
+    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    return model.to(device).eval(), load_tokenizer(path, trust_remote_code)
