@@ -1,0 +1,166 @@
+"""Task evaluation: greedy answers to task prompts, scored with the data module's metrics.
+
+    records, summary = evaluate_examples(model, tokenizer, examples, EvalConfig())
+    write_evaluation(records, summary, "runs/eval", config)
+
+Each record holds the example id, the prediction, the gold answers and ids, and its scores. The summary has
+the mean headline score (`task_score`: substring match for QA, citation F1), by task, by the depth of the
+first gold document (its place in the document list, 0 = first, 1 = last) and by context length.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from headlab.data.example import TaskExample
+from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
+from headlab.errors import HeadlabError
+from headlab.generate import greedy_generate
+from headlab.io import atomic_write_json, atomic_write_text
+from headlab.train_data import prompt_ids
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    depth_bins: int = 5
+    allow_long_context: bool = False  # run prompts past the model's max_position_embeddings (before extension)
+
+
+def generate_with_progress(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                           desc: str = "generate") -> list[list[int]]:
+    """`greedy_generate` batch by batch under a tqdm bar (longest prompts first, outputs in input order)."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[list[int]] = [[] for _ in prompts]
+    for lo in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[lo:lo + batch_size]
+        outs = greedy_generate(model, tokenizer, [prompts[i] for i in idx], max_new_tokens, batch_size)
+        for i, out in zip(idx, outs, strict=True):
+            results[i] = out
+    return results
+
+
+def gold_depth(example: TaskExample) -> float | None:
+    """Place of the first gold document in the document list: 0.0 first .. 1.0 last (None without gold)."""
+    if not example.gold_doc_ids or not example.documents:
+        return None
+    ids = [d.id for d in example.documents]
+    if len(ids) == 1:
+        return 0.5
+    return ids.index(example.gold_doc_ids[0]) / (len(ids) - 1)
+
+
+def depth_bin(depth: float, bins: int) -> str:
+    """Equal-width bin label such as "0.4-0.6" (the last bin includes 1.0)."""
+    i = min(int(depth * bins), bins - 1)
+    return f"{i / bins:.1f}-{(i + 1) / bins:.1f}"
+
+
+def length_key(example: TaskExample, n_prompt_tokens: int) -> int:
+    """The length group: the generator's target length when recorded, else the prompt's token count."""
+    target = example.metadata.get("length")
+    return target if isinstance(target, int) and not isinstance(target, bool) else n_prompt_tokens
+
+
+def score_prediction(example: TaskExample, prediction: str) -> dict[str, float]:
+    """Headline score plus the task's detail metrics (EM and F1 for QA; precision, recall, F1 for citation)."""
+    scores = {"score": task_score(example.task, prediction, example.answers, example.gold_doc_ids)}
+    if example.task == "citation":
+        prf = citation_prf(parse_citations(prediction), example.gold_doc_ids)
+        scores.update({f"citation_{k}": v for k, v in prf.items()})
+    else:
+        scores.update(exact_match=exact_match(prediction, example.answers),
+                      f1=token_f1(prediction, example.answers))
+    return scores
+
+
+def _check_lengths(examples: Sequence[TaskExample], prompts: list[list[int]], model, config: EvalConfig,
+                   source: str) -> None:
+    from headlab.seam import max_positions
+
+    limit = max_positions(model.config)
+    if config.allow_long_context or limit is None:
+        return
+    for ex, ids in zip(examples, prompts, strict=True):
+        if len(ids) + config.max_new_tokens > limit:
+            raise HeadlabError(f"{source}: example '{ex.id}' needs {len(ids)} prompt + {config.max_new_tokens} "
+                               f"new tokens, more than the model's {limit} positions (pass "
+                               "--allow-long-context to evaluate past them)")
+
+
+def evaluate_examples(model, tokenizer, examples: Sequence[TaskExample], config: EvalConfig | None = None,
+                      source: str = "evaluation") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Greedy-answer every example; return per-example records and the summary."""
+    config = config or EvalConfig()
+    if not examples:
+        raise HeadlabError(f"{source}: no examples")
+    prompts = [prompt_ids(ex, tokenizer) for ex in examples]
+    _check_lengths(examples, prompts, model, config, source)
+    outputs = generate_with_progress(model, tokenizer, prompts, config.max_new_tokens, config.batch_size,
+                                     desc="evaluate")
+    records = []
+    for ex, ids, out in zip(examples, prompts, outputs, strict=True):
+        prediction = tokenizer.decode(out, skip_special_tokens=True).strip()
+        depth = gold_depth(ex)
+        records.append({"id": ex.id, "task": ex.task, "prediction": prediction, "gold": ex.answers,
+                        "gold_doc_ids": ex.gold_doc_ids, **score_prediction(ex, prediction),
+                        "depth": None if depth is None else round(depth, 4), "prompt_tokens": len(ids),
+                        "length": length_key(ex, len(ids))})
+    return records, summarize(records, config.depth_bins)
+
+
+def _means(records: list[dict], key) -> dict[str, dict[str, float]]:
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for r in records:
+        k = key(r)
+        if k is not None:
+            groups[k].append(r["score"])
+    return {str(k): {"score": sum(v) / len(v), "n": len(v)} for k, v in sorted(groups.items())}
+
+
+def summarize(records: list[dict[str, Any]], depth_bins: int = 5) -> dict[str, Any]:
+    """Mean score overall, by task, by gold-document depth bin and by context length."""
+    return {
+        "n": len(records),
+        "score": sum(r["score"] for r in records) / len(records),
+        "by_task": _means(records, lambda r: r["task"]),
+        "by_depth": _means(records, lambda r: None if r["depth"] is None else depth_bin(r["depth"], depth_bins)),
+        "by_length": _means(records, lambda r: r["length"]),
+    }
+
+
+def plot_breakdown(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
+    """Score by gold-document depth and by context length, side by side."""
+    import matplotlib.pyplot as plt
+
+    from headlab.plots import save_figure
+
+    fig, (ax_d, ax_l) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, label in ((ax_d, "by_depth", "gold document depth"), (ax_l, "by_length", "context length")):
+        groups = summary[key]
+        names = list(groups) if key == "by_depth" else sorted(groups, key=int)
+        ax.plot(range(len(names)), [groups[n]["score"] for n in names], marker="o")
+        ax.set_xticks(range(len(names)), names, rotation=30 if key == "by_depth" else 0)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(label)
+        ax.set_ylabel("score")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"mean score {summary['score']:.3f} (n={summary['n']})")
+    save_figure(fig, path)
+
+
+def write_evaluation(records: list[dict], summary: dict, out: str | Path, config: dict[str, Any]) -> None:
+    """predictions.jsonl, summary.json, config.json and scores.png under `out`, each written atomically."""
+    out = Path(out)
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "config.json", config)
+    plot_breakdown(summary, out / "scores.png")
