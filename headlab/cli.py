@@ -170,11 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     from headlab.lofit.cli import add_lofit_commands
     from headlab.mech_cli import add_mech_commands
     from headlab.toy.cli import add_toy_commands
+    from headlab.train_cli import add_train_commands
 
     add_data_commands(sub)
     add_toy_commands(sub)
     add_lofit_commands(sub)
     add_mech_commands(sub)
+    add_train_commands(sub)
     return parser
 
 
