@@ -147,3 +147,11 @@ def test_scale_only_merge_keeps_architecture_without_bias():
     merged = merge_into_model(model, [adapter])
     assert type(merged).__name__ == "MistralForCausalLM"
     assert max_logit_difference(model, merged, [adapter], _ids()) < 1e-5
+
+
+def test_merge_refuses_sliding_window_mistral():
+    model = build_model("mistral-gqa")
+    model.config.sliding_window = 8
+    adapter = LofitAdapter([(1, 2)], Seam.attach(model).geometry)
+    with pytest.raises(HeadlabError, match="sliding window"):
+        merge_into_model(model, [adapter])

@@ -103,3 +103,19 @@ def test_merge_refuses_mismatched_adapter(tiny_model_dir, tmp_path, capsys):
     LofitAdapter([(0, 0)], HeadGeometry(2, 8, 8, 8)).save(tmp_path / "a.safetensors")
     _bad(tmp_path, ["lofit", "merge", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "a.safetensors"),
                     "--out", str(tmp_path / "out")], "does not match", capsys)
+
+
+def test_heads_from_a_detection_summary(tmp_path):
+    from headlab.errors import HeadlabError
+    from headlab.lofit.cli import read_heads
+    from headlab.seam import HeadGeometry
+
+    g = HeadGeometry(3, 4, 2, 16)
+    (tmp_path / "summary.json").write_text(json.dumps({"retrieval_heads": ["2-1", "0-3"], "mean_scores": {}}))
+    assert read_heads(str(tmp_path / "summary.json"), g) == ["2-1", "0-3"]
+    (tmp_path / "bad.json").write_text(json.dumps({"heads": "2-1"}))
+    with pytest.raises(HeadlabError, match="bad.json: field 'heads'"):
+        read_heads(str(tmp_path / "bad.json"), g)
+    (tmp_path / "name.json").write_text(json.dumps({"heads": ["2:1"]}))
+    with pytest.raises(HeadlabError, match="name.json"):
+        read_heads(str(tmp_path / "name.json"), g)
