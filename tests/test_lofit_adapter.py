@@ -155,3 +155,30 @@ def test_merge_refuses_sliding_window_mistral():
     adapter = LofitAdapter([(1, 2)], Seam.attach(model).geometry)
     with pytest.raises(HeadlabError, match="sliding window"):
         merge_into_model(model, [adapter])
+
+
+def _other_arch(name):
+    from transformers import GemmaConfig, GemmaForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    common = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    cls, cfg = {"gemma": (GemmaForCausalLM, GemmaConfig(**common, head_dim=16)),
+                "qwen3": (Qwen3ForCausalLM, Qwen3Config(**common, head_dim=16)),
+                "phi3": (Phi3ForCausalLM, Phi3Config(**common))}[name]
+    torch.manual_seed(0)
+    return cls._from_config(cfg, attn_implementation="sdpa").eval()
+
+
+@pytest.mark.parametrize("arch", ["gemma", "qwen3"])
+def test_merge_with_attention_bias_flag(arch):
+    model = _other_arch(arch)
+    adapters = _adapters(Seam.attach(model).geometry)
+    merged = merge_into_model(model, adapters)
+    assert type(merged) is type(model) and merged.config.attention_bias
+    assert max_logit_difference(model, merged, adapters, _ids()) < 1e-5
+
+
+def test_merge_refuses_architecture_without_bias_route():
+    model = _other_arch("phi3")
+    with pytest.raises(HeadlabError, match="cannot merge offsets into a phi3 model"):
+        merge_into_model(model, _adapters(Seam.attach(model).geometry))
