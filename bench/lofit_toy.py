@@ -6,7 +6,8 @@ training budget (same data, epochs, batch size):
 - base:   the model as shipped;
 - lofit:  step 1 (scales, L1) selects K heads (default 3%), step 2 trains offsets on them;
 - random: offsets on K random heads outside the selected ones (same K, several seeds);
-- lora:   LoRA (PEFT) on q/v of every layer.
+- lora:   LoRA (PEFT) on q/v of every layer;
+- transfer (with --transfer-task): offsets on the K heads step 1 selects for another task.
 
 Prints a table (test score, trainable parameters) and writes it with the config to --out.
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--l1", type=float, default=1e-3)
     p.add_argument("--fraction", type=float, default=0.03)
     p.add_argument("--random-seeds", type=int, default=3)
+    p.add_argument("--transfer-task", default=None, help="also tune on heads selected for this task")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/lofit-toy")
     args = p.parse_args(argv)
@@ -91,6 +93,14 @@ def main(argv: list[str] | None = None) -> dict:
         adapter, _ = tune_offsets(model, tok, train, heads, cfg)
         score(f"random-{seed}", adapter.n_params(), [adapter])
         random_scores.append(rows[f"random-{seed}"]["score"])
+    if args.transfer_task:
+        other = records(generate_examples(GenConfig(**dict(gen, task=args.transfer_task), n=args.n_train, seed=3),
+                                          tok), tok)
+        k = SelectConfig(top_k=len(sel.heads), l1=args.l1, train=cfg)
+        moved = select_heads(model, tok, other, k).heads
+        print(f"heads selected for {args.transfer_task}: {moved}")
+        adapter, _ = tune_offsets(model, tok, train, moved, cfg)
+        score(f"transfer-{args.transfer_task}", adapter.n_params(), [adapter])
     peft_model, _ = train_lora(model, tok, train, TrainConfig(epochs=args.epochs, lr=args.lora_lr,
                                                               batch_size=args.batch_size), rank=args.lora_rank)
     score("lora", n_trainable(p for p in peft_model.parameters() if p.requires_grad), m=peft_model)
