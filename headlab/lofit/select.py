@@ -30,6 +30,10 @@ class SelectConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def k(self, geometry: HeadGeometry) -> int:
+        """The number of heads to keep; also checks the config (cheap, before any weights are loaded)."""
+        if self.l1 < 0:
+            raise HeadlabError("select: field 'l1' must be >= 0")
+        self.train.check()
         if self.top_k is not None:
             if self.top_k < 1:
                 raise HeadlabError("select: field 'top_k' must be >= 1")
@@ -63,8 +67,6 @@ def select_heads(model, tokenizer, records: Sequence[Completion | Preference], c
     seam = Seam.attach(model)
     g = seam.geometry
     k = config.k(g)
-    if config.l1 < 0:
-        raise HeadlabError("select: field 'l1' must be >= 0")
     for p in model.parameters():
         p.requires_grad_(False)
     heads = [(layer, h) for layer in range(g.n_layers) for h in range(g.n_heads)]

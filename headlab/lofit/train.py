@@ -109,12 +109,11 @@ def reference_logprobs(model, tokenizer, prefs: Sequence[Preference], batch_size
 
 
 def train(model, tokenizer, params: Sequence[torch.nn.Parameter], records: Sequence[Completion | Preference],
-          config: TrainConfig, penalty: Callable[[], torch.Tensor] | None = None,
-          after_step: Callable[[float], None] | None = None, reference: torch.Tensor | None = None,
+          config: TrainConfig, after_step: Callable[[float], None] | None = None, reference: torch.Tensor | None = None,
           desc: str = "train") -> list[float]:
     """Train `params` on `records` (supervised, or DPO given `reference` log-probs); returns the loss per step.
 
-    `penalty()` is added to the loss (e.g. an L1 term); `after_step(lr)` runs after each optimizer step.
+    `after_step(lr)` runs after each optimizer step (step 1 applies its L1 proximal step there).
     """
     config.check()
     if not records:
@@ -142,13 +141,12 @@ def train(model, tokenizer, params: Sequence[torch.nn.Parameter], records: Seque
                 loss = dpo_loss(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], config.beta)
             else:
                 loss = supervised_loss(model, collate([encoded[i] for i in idx], _pad_id(tokenizer), device))
-            total = loss + penalty() if penalty is not None else loss
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            loss.backward()
             optimizer.step()
             if after_step is not None:
                 after_step(config.lr)
-            losses.append(float(total.detach()))
+            losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()
