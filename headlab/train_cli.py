@@ -47,8 +47,8 @@ def _finetune(args: argparse.Namespace) -> None:
         dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
         trust_remote_code=args.trust_remote_code)
     summary = finetune(cfg, resume=args.resume)
-    print(f"trained {summary['steps']} steps, loss {summary['first_logged_loss']:.4f} -> "
-          f"{summary['last_logged_loss']:.4f}, {summary['tokens_per_second']:,.0f} tokens/s; "
+    print(f"trained {summary['steps']} steps, mean loss {summary['train_loss']:.4f}, "
+          f"{summary['tokens_per_second']:,.0f} tokens/s; "
           f"model in {Path(args.out) / 'model'}")
 
 

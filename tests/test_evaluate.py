@@ -140,3 +140,19 @@ def test_niah_sweep_grid(tiny_model_dir, monkeypatch):
     assert all(r["length"] - 16 <= r["prompt_tokens"] <= r["length"] for r in records)
     with pytest.raises(HeadlabError, match="depths"):
         niah_sweep(model, tok, NiahSweepConfig(depths=[1.5]))
+
+
+def test_finetune_then_evaluate_adapter_cli(tiny_model_dir, eval_file, tmp_path):
+    run = tmp_path / "ft"
+    assert main(["finetune", "--model", str(tiny_model_dir), "--data", str(eval_file), "--out", str(run),
+                 "--context-length", "1024", "--steps", "2", "--batch-size", "2", "--lr", "1e-2"]) == 0
+    assert (run / "model" / "adapter_config.json").is_file() and (run / "summary.json").is_file()
+    # The adapter folder evaluates directly: its base is rebuilt with the saved context extension.
+    from headlab.finetune import load_trained
+
+    model, _ = load_trained(run / "model")
+    assert model.config.max_position_embeddings == 1024
+    assert main(["evaluate", "--model", str(run / "model"), "--data", str(eval_file), "--out", str(tmp_path / "ev"),
+                 "--max-new-tokens", "3"]) == 0
+    # Finished runs are not recomputed by accident.
+    assert main(["finetune", "--model", str(tiny_model_dir), "--data", str(eval_file), "--out", str(run)]) == 2
