@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 
 import torch
 from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
+from headlab.generate import left_pad, stop_ids
 from headlab.heads import head_name, mean_scores, select_heads
 from headlab.seam import HeadGeometry, Seam, max_positions
 
@@ -84,23 +85,6 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-@lru_cache(maxsize=8)
-def _newline_ids(tokenizer) -> frozenset[int]:
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return frozenset(i for i, t in enumerate(texts) if "\n" in t)
-
-
-def stop_token_ids(model, tokenizer, text_probe: bool) -> set[int]:
-    """EOS ids (tokenizer and generation config), plus every newline token for text probes."""
-    stops = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if source is not None:
-            stops.update(source if isinstance(source, list) else [source])
-    if text_probe:
-        stops |= _newline_ids(tokenizer)
-    return stops
-
-
 @torch.no_grad()
 def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[set[int]], max_new_tokens: int,
                        pad_id: int) -> list[tuple[list[int], torch.Tensor]]:
@@ -111,13 +95,9 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     """
     device = model.device
     g = seam.geometry
-    lengths = [len(p.input_ids) for p in probes]
-    width = max(lengths)
-    pads = torch.tensor([width - n for n in lengths], device=device)
-    input_ids = torch.full((len(probes), width), pad_id, dtype=torch.long, device=device)
-    for row, p in enumerate(probes):
-        input_ids[row, width - len(p.input_ids):] = torch.tensor(p.input_ids, device=device)
-    mask = (torch.arange(width, device=device)[None, :] >= pads[:, None]).long()
+    input_ids, mask = left_pad([p.input_ids for p in probes], pad_id, device)
+    width = input_ids.shape[1]
+    pads = width - mask.sum(-1)
     needle_lo = torch.tensor([p.needle_start for p in probes], device=device) + pads  # cache coordinates
     needle_hi = torch.tensor([p.needle_end for p in probes], device=device) + pads
 
@@ -150,15 +130,22 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     return [(responses[row], (copies[row] / spans[row]).cpu()) for row in range(len(probes))]
 
 
-def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: DetectConfig | None = None
-                           ) -> DetectionResult:
-    """Retrieval scores of every head over the probes (DESIGN.md "Retrieval score")."""
+SuccessFn = Callable[[Probe, str, list[int]], float]  # (probe, response text, response ids) -> success score
+
+
+def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: DetectConfig | None = None,
+                           success: SuccessFn | None = None) -> DetectionResult:
+    """Retrieval scores of every head over the probes (DESIGN.md "Retrieval score").
+
+    `success` replaces the needle-recall filter: a probe counts when it returns >= config.success_recall.
+    The task retrieval score passes the task metric here (DESIGN.md "Task retrieval score").
+    """
     config = config or DetectConfig()
     seam = Seam.attach(model)
     if not config.allow_long_context:
         check_context_length(probes, max_positions(model.config), config.max_new_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stops = {kind: stop_token_ids(model, tokenizer, kind) for kind in {p.is_text for p in probes}}
+    stops = {kind: stop_ids(model, tokenizer, kind) for kind in {p.stops_at_newline for p in probes}}
     # Batch probes of similar length together; results are reported in the input order.
     order = sorted(range(len(probes)), key=lambda i: -len(probes[i].input_ids))
     outcomes: dict[int, ProbeOutcome] = {}
@@ -166,19 +153,21 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     for lo in range(0, len(order), config.batch_size):
         idx = order[lo:lo + config.batch_size]
         batch = [probes[i] for i in idx]
-        results = greedy_copy_scores(model, seam, batch, [stops[p.is_text] for p in batch],
+        results = greedy_copy_scores(model, seam, batch, [stops[p.stops_at_newline] for p in batch],
                                      config.max_new_tokens, pad_id)
         for i, p, (response_ids, scores) in zip(idx, batch, results, strict=True):
-            outcomes[i] = _outcome(p, response_ids, scores, tokenizer, config)
+            outcomes[i] = _outcome(p, response_ids, scores, tokenizer, config, success)
         bar.update(len(batch))
     bar.close()
     return DetectionResult(seam.geometry, [outcomes[i] for i in range(len(probes))], config)
 
 
 def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokenizer,
-             config: DetectConfig) -> ProbeOutcome:
+             config: DetectConfig, success: SuccessFn | None) -> ProbeOutcome:
     response = tokenizer.decode(response_ids, skip_special_tokens=True)
-    if probe.is_text:
+    if success is not None:
+        recall = float(success(probe, response, response_ids))
+    elif probe.is_text:
         recall = unigram_recall(words(probe.needle), words(response))
     else:
         recall = unigram_recall(probe.needle_ids, response_ids)

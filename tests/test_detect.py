@@ -132,15 +132,15 @@ def test_stop_token_ends_generation_after_it_is_scored():
 
 
 def test_text_probes_stop_at_newline_tokens():
-    from headlab.detect import stop_token_ids
+    from headlab.generate import stop_ids
 
     tok = build_tokenizer()
     model = build_model("llama")
-    stops = stop_token_ids(model, tok, text_probe=True)
+    stops = stop_ids(model, tok, stop_at_newline=True)
     newline = tok("\n", add_special_tokens=False)["input_ids"]
     assert set(newline) <= stops and 2 in stops
     assert tok("Mara", add_special_tokens=False)["input_ids"][0] not in stops
-    assert stop_token_ids(model, tok, text_probe=False) == {2}
+    assert stop_ids(model, tok, stop_at_newline=False) == {2}
 
 
 def test_unigram_recall_is_rouge1_recall():

@@ -25,10 +25,15 @@ class Probe:
     needle_end: int
     needle: str | None = None  # text of the needle, for text probes (success filter on words)
     answer: str | None = None
+    newline_stop: bool | None = None  # stop at a newline token; default: for text probes only
 
     @property
     def is_text(self) -> bool:
         return self.needle is not None
+
+    @property
+    def stops_at_newline(self) -> bool:
+        return self.is_text if self.newline_stop is None else self.newline_stop
 
     @property
     def needle_ids(self) -> list[int]:
