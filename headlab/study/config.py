@@ -1,0 +1,124 @@
+"""The study's configuration: one dataclass, presets, and a YAML/JSON loader with located errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headlab.data.example import HAYSTACK_DIVERSITIES, NEEDLE_REALISMS, TASKS
+from headlab.errors import HeadlabError, where
+
+REAL = "real"  # the variant trained on real data (for the toy world: its richest, held-out distribution)
+
+
+@dataclass
+class StudyConfig:
+    base_model: str | None = None  # default: the shipped tiny model
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    # Synthetic variants as "<needle realism>-<haystack diversity>"; "real" is always trained too.
+    variants: list[str] = field(default_factory=lambda: [
+        "real-repetitive", "templated-diverse", "templated-repetitive", "symbolic-diverse", "symbolic-symbolic"])
+    real_data: dict[str, str] = field(default_factory=dict)  # task -> headlab JSONL of real training data
+    real_eval: dict[str, str] = field(default_factory=dict)  # task -> headlab JSONL of real evaluation data
+    train_examples: int = 48
+    eval_examples: int = 24
+    length: int = 768  # prompt tokens of training and evaluation examples
+    context_length: int = 1024  # the fine-tuned models' context
+    finetune: dict[str, Any] = field(default_factory=lambda: {
+        "method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 24, "batch_size": 4})
+    detect_examples: int = 12
+    max_new_tokens: int = 16
+    top_k: int = 8  # retrieval heads compared, knocked out and patched
+    knockout_seeds: int = 3
+    patch_seeds: int = 2
+    niah_lengths: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    niah_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    niah_per_cell: int = 4
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+
+    def check(self, source: str = "study config") -> None:
+        def bad(name: str, wanted: str) -> HeadlabError:
+            return HeadlabError(f"{where(source, None, name)} must be {wanted} (got {getattr(self, name)!r})")
+
+        if not self.tasks or any(t not in TASKS for t in self.tasks):
+            raise bad("tasks", f"a non-empty list of {', '.join(TASKS)}")
+        for v in self.variants:
+            parts = v.split("-")
+            if len(parts) != 2 or parts[0] not in NEEDLE_REALISMS or parts[1] not in HAYSTACK_DIVERSITIES:
+                raise bad("variants", f"names like 'symbolic-repetitive' ({'/'.join(NEEDLE_REALISMS)} - "
+                                      f"{'/'.join(HAYSTACK_DIVERSITIES)})")
+        if len(set(self.variants)) != len(self.variants) or REAL in self.variants:
+            raise bad("variants", "distinct synthetic variants (the real variant is always included)")
+        for name in ("real_data", "real_eval"):
+            unknown = [t for t in getattr(self, name) if t not in self.tasks]
+            if unknown:
+                raise bad(name, f"a mapping from the study's tasks to files ({unknown[0]} is not a task)")
+        for name in ("train_examples", "eval_examples", "length", "context_length", "detect_examples",
+                     "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "a positive integer")
+        if self.length + self.max_new_tokens > self.context_length:
+            raise bad("length", f"at most context_length - max_new_tokens = "
+                                f"{self.context_length - self.max_new_tokens}")
+
+    @property
+    def models(self) -> list[str]:
+        """Every fine-tuned variant, the real one first."""
+        return [REAL, *self.variants]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # One task, three synthetic variants, smaller sets: the whole pipeline in a few minutes (CI, tests).
+    "quick": {"tasks": ["mdqa"], "variants": ["real-repetitive", "templated-diverse", "symbolic-symbolic"],
+              "train_examples": 24, "eval_examples": 12, "length": 512, "context_length": 640,
+              "finetune": {"method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 12,
+                           "batch_size": 4},
+              "detect_examples": 8, "top_k": 6, "knockout_seeds": 2, "patch_seeds": 1,
+              "niah_lengths": [256, 512], "niah_depths": [0.0, 1.0], "niah_per_cell": 3},
+}
+
+
+def build_config(preset: str = "default", path: str | Path | None = None, **overrides: Any) -> StudyConfig:
+    """Preset values, then the file's, then keyword overrides; checked."""
+    if preset not in PRESETS:
+        raise HeadlabError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+    values: dict[str, Any] = dict(PRESETS[preset])
+    source = "study config"
+    if path is not None:
+        values.update(_read_mapping(Path(path)))
+        source = str(path)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise HeadlabError(f"{where(source, None, unknown[0])} is not a study setting "
+                           f"(known: {', '.join(sorted(known))})")
+    config = StudyConfig(**values)
+    config.check(source)
+    return config
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise HeadlabError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        line = getattr(e, "lineno", None) or (getattr(getattr(e, "problem_mark", None), "line", -1) + 1 or None)
+        raise HeadlabError(f"{where(path, line)}: cannot parse ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise HeadlabError(f"{path}: expected a mapping of study settings")
+    return raw

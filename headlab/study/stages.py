@@ -1,0 +1,233 @@
+"""The paper's pipeline as stages over a run folder (see pipeline.py for resumption).
+
+    data/{task}/{variant}, data/{task}/eval     training sets per variant; the held-out real evaluation set
+    models/{task}/{variant}                      context-extension fine-tune of the base model
+    eval/{task}/{model}                          downstream score on the evaluation set (base included)
+    heads/{task}/{model}                         task retrieval heads (DESIGN.md "Task retrieval score")
+    compare/{task}                               recall against the real-data model; Spearman with score
+    knockout/{task}/{model}                      top-K retrieval heads against random heads
+    patch/{task}/{variant}                       real-data model -> synthetic-data model
+    niah/{model}                                 needle-in-a-haystack sweep of base and real-data models
+    report                                       figures and one HTML page
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+
+from headlab.data.example import load_examples, save_examples
+from headlab.io import atomic_write_json, read_json
+from headlab.study.config import REAL, StudyConfig
+from headlab.study.pipeline import Pipeline, Stage, StageContext
+
+BASE = "base"
+EVAL = "eval"
+
+
+def base_model_path(config: StudyConfig) -> str:
+    if config.base_model:
+        return config.base_model
+    from headlab.toy import default_model_dir
+
+    return str(default_model_dir())
+
+
+def model_ref(task: str | None, model: str) -> str | None:
+    """The stage that trained a model, or None for the base model."""
+    return None if model == BASE else f"models/{task}/{model}"
+
+
+def _load(ctx: StageContext, ref: str | None, config: StudyConfig):
+    from headlab.seam import load_model
+
+    path = base_model_path(config) if ref is None else str(ctx.deps[ref] / "model")
+    return load_model(path, device=config.device, dtype=config.dtype)
+
+
+# ---- stage bodies ----------------------------------------------------------------------------------------
+
+def make_data(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.data.tasks import GenConfig, generate_examples
+    from headlab.seam import load_tokenizer
+
+    i = ctx.inputs
+    if i.get("file"):
+        examples = load_examples(i["file"])[: i["n"]]
+    else:
+        tokenizer = load_tokenizer(base_model_path(config))
+        examples = generate_examples(GenConfig(i["task"], i["needle"], i["haystack"], n=i["n"], length=i["length"],
+                                               seed=i["seed"]), tokenizer)
+    save_examples(examples, ctx.out / "examples.jsonl")
+
+
+def run_finetune(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.finetune import FinetuneConfig, finetune
+
+    i = ctx.inputs
+    run = ctx.work / "run"
+    cfg = FinetuneConfig(model=base_model_path(config), data=str(ctx.deps[i["data"]] / "examples.jsonl"), out=str(run),
+                         context_length=i["context_length"], seed=i["seed"], merge=True, **i["finetune"])
+    resume = any((run / "checkpoints").glob("checkpoint-*"))
+    summary = finetune(cfg, resume=resume)
+    shutil.move(str(run / "model"), str(ctx.out / "model"))
+    atomic_write_json(ctx.out / "finetune_summary.json", {k: v for k, v in summary.items() if k != "log_history"})
+
+
+def _eval_items(ctx: StageContext, data_stage: str, tokenizer, limit: int | None = None):
+    from headlab.mech_eval import items_from_examples
+
+    examples = load_examples(ctx.deps[data_stage] / "examples.jsonl")
+    return examples[:limit] if limit else examples, items_from_examples(examples[:limit] if limit else examples,
+                                                                       tokenizer)
+
+
+def run_eval(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.mech_eval import score_items
+
+    i = ctx.inputs
+    model, tokenizer = _load(ctx, i["model"], config)
+    examples, items = _eval_items(ctx, i["data"], tokenizer)
+    scores = score_items(model, tokenizer, items, i["max_new_tokens"], config.batch_size)
+    rows = [{"id": ex.id, "score": s, "depth": ex.metadata.get("depth")} for ex, s in zip(examples, scores,
+                                                                                         strict=True)]
+    atomic_write_json(ctx.out / "scores.json", {"score": statistics.fmean(scores), "n": len(scores), "rows": rows})
+
+
+def run_heads(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.data.metrics import task_score
+    from headlab.data.task_prompts import task_probes
+    from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.results import write_detection
+
+    i = ctx.inputs
+    model, tokenizer = _load(ctx, i["model"], config)
+    examples = load_examples(ctx.deps[i["data"]] / "examples.jsonl")[: i["n"]]
+    by_id = {ex.id: ex for ex in examples}
+    probes = task_probes(examples, tokenizer, which="answer")
+    for p in probes:
+        p.newline_stop = True  # task answers end at a newline, like text probes
+
+    def success(probe, text, _ids) -> float:
+        ex = by_id[probe.id]
+        return task_score(ex.task, text.strip(), ex.answers, ex.gold_doc_ids)
+
+    detect_config = DetectConfig(max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size,
+                                 top_k=i["top_k"], allow_long_context=True, progress=False)
+    write_detection(detect_retrieval_heads(model, tokenizer, probes, detect_config, success=success), ctx.out)
+
+
+def run_compare(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.compare import CompareConfig, compare_head_files, write_compare
+
+    i = ctx.inputs
+    paths = [ctx.deps[f"heads/{i['task']}/{v}"] for v in i["variants"]]
+    scores = [read_json(ctx.deps[f"eval/{i['task']}/{v}"] / "scores.json")["score"] for v in i["variants"]]
+    downstream = scores if len(paths) >= 3 else None
+    result = compare_head_files(paths, reference=ctx.deps[f"heads/{i['task']}/{REAL}"], downstream=downstream,
+                                config=CompareConfig(threshold=None, top_k=i["top_k"]))
+    write_compare(result, ctx.out)
+
+
+def _ranking(heads_folder: Path) -> list[str]:
+    from headlab.heads import ranked
+
+    return ranked(read_json(heads_folder / "summary.json")["mean_scores"])
+
+
+def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.knockout import KnockoutConfig, run_knockout, write_knockout
+
+    i = ctx.inputs
+    model, tokenizer = _load(ctx, i["model"], config)
+    _, items = _eval_items(ctx, i["data"], tokenizer)
+    ko = KnockoutConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], curve=[max(1, i["top_k"] // 2)],
+                        max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
+    write_knockout(run_knockout(model, tokenizer, items, _ranking(ctx.deps[i["heads"]]), ko), ctx.out, ko)
+
+
+def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.patching import PatchConfig, run_patching, write_patching
+
+    i = ctx.inputs
+    source, tokenizer = _load(ctx, i["source"], config)
+    target, _ = _load(ctx, i["target"], config)
+    _, items = _eval_items(ctx, i["data"], tokenizer)
+    pc = PatchConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], max_new_tokens=i["max_new_tokens"],
+                     batch_size=config.batch_size, progress=False)
+    result = run_patching(source, target, tokenizer, items, _ranking(ctx.deps[i["source_heads"]]),
+                          _ranking(ctx.deps[i["target_heads"]]), pc)
+    write_patching(result, ctx.out, pc)
+
+
+def run_niah(ctx: StageContext, config: StudyConfig) -> None:
+    from headlab.study.niah_sweep import niah_sweep
+
+    i = ctx.inputs
+    model, tokenizer = _load(ctx, i["model"], config)
+    niah_sweep(model, tokenizer, i["lengths"], i["depths"], i["per_cell"], i["seed"], ctx.out, i["label"])
+
+
+# ---- the graph -------------------------------------------------------------------------------------------
+
+def build_study(config: StudyConfig, root: str | Path) -> Pipeline:
+    """Every stage of the study, in dependency order."""
+    from headlab.study.report import write_report
+
+    root = Path(root)
+    p = Pipeline(root)
+    # The shipped model is named, not located, so moving the installation does not invalidate finished stages.
+    base = config.base_model or "shipped tiny model"
+    # Model settings that change results; device and batch size do not, so they stay out of fingerprints.
+    shared = {"max_new_tokens": config.max_new_tokens, "dtype": config.dtype, "base_model": base}
+
+    def add(name: str, inputs: dict, run, deps: list[str]) -> None:
+        p.add(Stage(name, inputs, lambda ctx: run(ctx, config), deps))
+
+    for task in config.tasks:
+        for variant in config.models:
+            needle, haystack = ("real", "diverse") if variant == REAL else variant.split("-")
+            add(f"data/{task}/{variant}", {"task": task, "needle": needle, "haystack": haystack,
+                                           "n": config.train_examples, "length": config.length,
+                                           "seed": config.seed, "tokenizer": base,
+                                           "file": config.real_data.get(task) if variant == REAL else None},
+                make_data, [])
+        add(f"data/{task}/{EVAL}", {"task": task, "needle": "real", "haystack": "diverse", "n": config.eval_examples,
+                                    "length": config.length, "seed": config.seed + 1000, "tokenizer": base,
+                                    "file": config.real_eval.get(task)}, make_data, [])
+        for variant in config.models:
+            add(f"models/{task}/{variant}", {"base_model": base, "data": f"data/{task}/{variant}",
+                                             "context_length": config.context_length, "seed": config.seed,
+                                             "finetune": config.finetune}, run_finetune, [f"data/{task}/{variant}"])
+        for model in [BASE, *config.models]:
+            deps = [f"data/{task}/{EVAL}"] + ([] if model == BASE else [model_ref(task, model)])
+            ref = model_ref(task, model)
+            add(f"eval/{task}/{model}", {**shared, "model": ref, "data": f"data/{task}/{EVAL}"}, run_eval, deps)
+            add(f"heads/{task}/{model}", {**shared, "model": ref, "data": f"data/{task}/{EVAL}",
+                                          "n": config.detect_examples, "top_k": config.top_k}, run_heads, deps)
+        add(f"compare/{task}", {"task": task, "variants": config.variants, "top_k": config.top_k}, run_compare,
+            [f"{kind}/{task}/{m}" for kind in ("heads", "eval") for m in config.models])
+        for model in [BASE, *config.models]:
+            deps = [f"data/{task}/{EVAL}", f"heads/{task}/{model}"] + (
+                [] if model == BASE else [model_ref(task, model)])
+            add(f"knockout/{task}/{model}", {**shared, "model": model_ref(task, model),
+                                             "data": f"data/{task}/{EVAL}", "heads": f"heads/{task}/{model}",
+                                             "top_k": config.top_k, "seeds": config.knockout_seeds,
+                                             "seed": config.seed}, run_knockout_stage, deps)
+        for variant in config.variants:
+            add(f"patch/{task}/{variant}", {
+                **shared, "source": model_ref(task, REAL), "target": model_ref(task, variant),
+                "data": f"data/{task}/{EVAL}",
+                "source_heads": f"heads/{task}/{REAL}", "target_heads": f"heads/{task}/{variant}",
+                "top_k": config.top_k, "seeds": config.patch_seeds, "seed": config.seed},
+                run_patch_stage, [f"data/{task}/{EVAL}", f"models/{task}/{REAL}", f"models/{task}/{variant}",
+                                  f"heads/{task}/{REAL}", f"heads/{task}/{variant}"])
+    niah_models = [(BASE, None)] + [(f"{task}-{REAL}", task) for task in config.tasks]
+    for label, task in niah_models:
+        ref = None if task is None else model_ref(task, REAL)
+        add(f"niah/{label}", {**shared, "model": ref, "label": label, "lengths": config.niah_lengths,
+                              "depths": config.niah_depths, "per_cell": config.niah_per_cell, "seed": config.seed},
+            run_niah, [] if ref is None else [ref])
+    add("report", {"study": config.to_dict()}, write_report, list(p.stages))
+    return p
