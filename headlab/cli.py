@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     from headlab.data.cli import add_data_commands
     from headlab.lofit.cli import add_lofit_commands
     from headlab.mech_cli import add_mech_commands
+    from headlab.study.cli import add_study_commands
     from headlab.toy.cli import add_toy_commands
     from headlab.train_cli import add_train_commands
 
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lofit_commands(sub)
     add_mech_commands(sub)
     add_train_commands(sub)
+    add_study_commands(sub)
     return parser
 
 

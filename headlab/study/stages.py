@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import shutil
-import statistics
 from pathlib import Path
 
 from headlab.data.example import load_examples, save_examples
@@ -75,24 +74,22 @@ def run_finetune(ctx: StageContext, config: StudyConfig) -> None:
     atomic_write_json(ctx.out / "finetune_summary.json", {k: v for k, v in summary.items() if k != "log_history"})
 
 
-def _eval_items(ctx: StageContext, data_stage: str, tokenizer, limit: int | None = None):
+def _eval_items(ctx: StageContext, data_stage: str, tokenizer):
     from headlab.mech_eval import items_from_examples
 
-    examples = load_examples(ctx.deps[data_stage] / "examples.jsonl")
-    return examples[:limit] if limit else examples, items_from_examples(examples[:limit] if limit else examples,
-                                                                       tokenizer)
+    return items_from_examples(load_examples(ctx.deps[data_stage] / "examples.jsonl"), tokenizer)
 
 
 def run_eval(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.mech_eval import score_items
+    from headlab.evaluate import EvalConfig, evaluate_examples, write_evaluation
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
-    examples, items = _eval_items(ctx, i["data"], tokenizer)
-    scores = score_items(model, tokenizer, items, i["max_new_tokens"], config.batch_size)
-    rows = [{"id": ex.id, "score": s, "depth": ex.metadata.get("depth")} for ex, s in zip(examples, scores,
-                                                                                         strict=True)]
-    atomic_write_json(ctx.out / "scores.json", {"score": statistics.fmean(scores), "n": len(scores), "rows": rows})
+    examples = load_examples(ctx.deps[i["data"]] / "examples.jsonl")
+    eval_config = EvalConfig(max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size,
+                             allow_long_context=True)  # the base model is scored past its context on purpose
+    records, summary = evaluate_examples(model, tokenizer, examples, eval_config)
+    write_evaluation(records, summary, ctx.out, i)
 
 
 def run_heads(ctx: StageContext, config: StudyConfig) -> None:
@@ -123,7 +120,7 @@ def run_compare(ctx: StageContext, config: StudyConfig) -> None:
 
     i = ctx.inputs
     paths = [ctx.deps[f"heads/{i['task']}/{v}"] for v in i["variants"]]
-    scores = [read_json(ctx.deps[f"eval/{i['task']}/{v}"] / "scores.json")["score"] for v in i["variants"]]
+    scores = [read_json(ctx.deps[f"eval/{i['task']}/{v}"] / "summary.json")["score"] for v in i["variants"]]
     downstream = scores if len(paths) >= 3 else None
     result = compare_head_files(paths, reference=ctx.deps[f"heads/{i['task']}/{REAL}"], downstream=downstream,
                                 config=CompareConfig(threshold=None, top_k=i["top_k"]))
@@ -141,7 +138,7 @@ def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
-    _, items = _eval_items(ctx, i["data"], tokenizer)
+    items = _eval_items(ctx, i["data"], tokenizer)
     ko = KnockoutConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], curve=[max(1, i["top_k"] // 2)],
                         max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
     write_knockout(run_knockout(model, tokenizer, items, _ranking(ctx.deps[i["heads"]]), ko), ctx.out, ko)
@@ -153,7 +150,7 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
     i = ctx.inputs
     source, tokenizer = _load(ctx, i["source"], config)
     target, _ = _load(ctx, i["target"], config)
-    _, items = _eval_items(ctx, i["data"], tokenizer)
+    items = _eval_items(ctx, i["data"], tokenizer)
     pc = PatchConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], max_new_tokens=i["max_new_tokens"],
                      batch_size=config.batch_size, progress=False)
     result = run_patching(source, target, tokenizer, items, _ranking(ctx.deps[i["source_heads"]]),
@@ -162,11 +159,15 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_niah(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.study.niah_sweep import niah_sweep
+    from headlab.niah_sweep import NiahSweepConfig, niah_heatmap, niah_sweep, write_niah
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
-    niah_sweep(model, tokenizer, i["lengths"], i["depths"], i["per_cell"], i["seed"], ctx.out, i["label"])
+    sweep = NiahSweepConfig(lengths=i["lengths"], depths=i["depths"], needles=i["per_cell"], seed=i["seed"],
+                            max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size)
+    grid, records = niah_sweep(model, tokenizer, sweep)
+    write_niah(grid, records, ctx.out, i)
+    niah_heatmap(grid, ctx.out / "niah.png", f"Needle in a haystack: {i['label']}")
 
 
 # ---- the graph -------------------------------------------------------------------------------------------
