@@ -158,3 +158,23 @@ def test_bad_config_values(tiny_model_dir, train_file, tmp_path):
         finetune(cfg(tiny_model_dir, train_file, tmp_path / "r", rope_scaling={"factor": 4}))
     with pytest.raises(HeadlabError, match="nothing to resume"):
         finetune(cfg(tiny_model_dir, train_file, tmp_path / "r"), resume=True)
+
+
+def test_extension_overrides():
+    from tiny import CONFIGS
+
+    from headlab.extension import extension_overrides, ntk_theta
+
+    llama = CONFIGS["llama"]()[1]  # 512 positions, head dim 16, theta 10000
+    ext = extension_overrides(llama, 2048)
+    assert ext["max_position_embeddings"] == 2048
+    assert ext["rope_parameters"]["rope_theta"] == pytest.approx(10000 * 4 ** (16 / 14))
+    assert ntk_theta(10000, 1.0, 16) == 10000
+    assert extension_overrides(llama, 2048, rope_theta=5e5)["rope_parameters"]["rope_theta"] == 5e5
+    linear = extension_overrides(llama, 2048, rope_scaling={"rope_type": "linear", "factor": 4.0})
+    assert linear["rope_parameters"] == {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}
+    yarn = extension_overrides(llama, 2048, rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    assert yarn["rope_parameters"]["original_max_position_embeddings"] == 512
+    assert extension_overrides(llama, None) == {}
+    with pytest.raises(HeadlabError, match="no rotary position embedding"):
+        extension_overrides(CONFIGS["gpt2"]()[1], 2048)
