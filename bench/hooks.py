@@ -2,8 +2,8 @@
 
 A small grouped-query Llama (random weights). For each condition: one 2K-token forward, and generation
 (2K-token prefill + `--new-tokens` greedy steps with a KV cache, through headlab's generation loop). The
-conditions run interleaved with bare runs, `--repeats` times, and the minimum is kept (load from other
-processes only adds time). Printed as ratios to the bare model measured in the same run.
+condition runs right after a bare run, `--repeats` times, and the median of the pair ratios is reported
+(load on a shared machine drifts slowly, so a pair sees nearly the same load).
 
 Targets: knockout and offsets <= 1.05x. Cross-input patching runs a second (source) forward per step by
 design, so its floor is 2x; its ratio is printed for reference.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -87,24 +88,28 @@ def main(argv: list[str] | None = None) -> dict:
             fn()
             return time.perf_counter() - t0
 
-    # Each condition is timed right after a bare run, and the kept figure is the minimum over repeats: other
-    # processes on a shared machine only ever add time, so the minimum is the least disturbed measurement.
-    times = {c: {k: [] for k in kinds} for c in conditions}
+    # Paired design: each condition is timed right after a bare run and the ratio of the pair is kept; the
+    # median over repeats is reported. On a shared machine the load drifts over seconds, so the pair sees
+    # nearly the same load while separate minima or means would not.
+    ratios = {c: {k: [] for k in kinds} for c in conditions if c != "bare"}
+    seconds = {c: {k: [] for k in kinds} for c in conditions}
     for _ in range(args.repeats):
-        for name in list(conditions)[1:]:
+        for name in ratios:
             for kind, fn in kinds.items():
-                times["bare"][kind].append(timed("bare", fn))
-                if name != "bare":
-                    times[name][kind].append(timed(name, fn))
-    best = {c: {k: min(v) for k, v in ks.items()} for c, ks in times.items()}
+                t_bare, t_cond = timed("bare", fn), timed(name, fn)
+                seconds["bare"][kind].append(t_bare)
+                seconds[name][kind].append(t_cond)
+                ratios[name][kind].append(t_cond / t_bare)
+    med = {c: {k: statistics.median(v) for k, v in ks.items()} for c, ks in seconds.items()}
+    ratio = {c: {k: statistics.median(v) for k, v in ks.items()} for c, ks in ratios.items()}
     result = {"tokens": args.tokens, "new_tokens": args.new_tokens, "repeats": args.repeats,
-              "threads": torch.get_num_threads(), "heads": HEADS, "seconds_min": best,
-              "ratio": {c: {k: best[c][k] / best["bare"][k] for k in kinds} for c in conditions}}
-    print(f"{args.tokens} tokens, {args.new_tokens} new, min of {args.repeats}, {torch.get_num_threads()} threads")
+              "threads": torch.get_num_threads(), "heads": HEADS, "seconds_median": med, "ratio_median": ratio}
+    print(f"{args.tokens} tokens, {args.new_tokens} new, {args.repeats} paired repeats, "
+          f"{torch.get_num_threads()} threads; ratio = median of (condition / bare run just before)")
     print(f"{'condition':<26}{'forward s':>10}{'ratio':>8}{'generate s':>12}{'ratio':>8}")
-    for c in conditions:
-        r = result["ratio"][c]
-        print(f"{c:<26}{best[c]['forward']:>10.3f}{r['forward']:>8.3f}{best[c]['generate']:>12.3f}"
+    print(f"{'bare':<26}{med['bare']['forward']:>10.3f}{1:>8.3f}{med['bare']['generate']:>12.3f}{1:>8.3f}")
+    for c, r in ratio.items():
+        print(f"{c:<26}{med[c]['forward']:>10.3f}{r['forward']:>8.3f}{med[c]['generate']:>12.3f}"
               f"{r['generate']:>8.3f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
