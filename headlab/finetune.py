@@ -189,7 +189,7 @@ def build_model(cfg: FinetuneConfig, config):
 def _check_run_folder(cfg: FinetuneConfig, resume: bool) -> None:
     out = Path(cfg.out)
     saved = out / "config.json"
-    if (out / "model").exists() and not resume:
+    if (out / "model").exists():
         raise HeadlabError(f"{out}: this run has already finished (model/ exists); choose another --out")
     if not resume and (out / "checkpoints").exists():
         raise HeadlabError(f"{out}: holds checkpoints of an earlier run; pass --resume or choose another --out")

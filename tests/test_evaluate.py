@@ -156,3 +156,5 @@ def test_finetune_then_evaluate_adapter_cli(tiny_model_dir, eval_file, tmp_path)
                  "--max-new-tokens", "3"]) == 0
     # Finished runs are not recomputed by accident.
     assert main(["finetune", "--model", str(tiny_model_dir), "--data", str(eval_file), "--out", str(run)]) == 2
+    assert main(["finetune", "--model", str(tiny_model_dir), "--data", str(eval_file), "--out", str(run),
+                 "--resume"]) == 2
