@@ -112,7 +112,15 @@ def run_heads(ctx: StageContext, config: StudyConfig) -> None:
 
     detect_config = DetectConfig(max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size,
                                  top_k=i["top_k"], allow_long_context=True, progress=False)
-    write_detection(detect_retrieval_heads(model, tokenizer, probes, detect_config, success=success), ctx.out)
+    result = detect_retrieval_heads(model, tokenizer, probes, detect_config, success=success)
+    fallback = not any(o.counted for o in result.outcomes)
+    if fallback:
+        # A model that answers nothing right still attends somewhere; rank its heads over every probe
+        # (keep_failed) rather than not at all, and say so in the summary.
+        for o in result.outcomes:
+            o.counted = True
+        result.config.keep_failed = True
+    write_detection(result, ctx.out, {"no_probe_succeeded": fallback})
 
 
 def run_compare(ctx: StageContext, config: StudyConfig) -> None:
