@@ -243,6 +243,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     seconds = time.perf_counter() - t0
     if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback: no final model
         return {"stopped_at_step": trainer.state.global_step}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # before a merge unwraps LoRA
     if trainer.is_world_process_zero():
         save_final(trainer.model, tokenizer, cfg, overrides, out / "model")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -251,7 +252,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
                "tokens_seen": int(trainer.state.num_input_tokens_seen), "seconds": round(seconds, 2),
                "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(seconds, 1e-9), 1),
                "context_length": current_length(model.config), "extension": overrides,
-               "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "trainable_parameters": trainable,
                "log_history": trainer.state.log_history}
     if trainer.is_world_process_zero():
         atomic_write_json(out / "summary.json", summary)

@@ -152,6 +152,14 @@ def test_finetune_then_evaluate_adapter_cli(tiny_model_dir, eval_file, tmp_path)
 
     model, _ = load_trained(run / "model")
     assert model.config.max_position_embeddings == 1024
+    # Plain transformers loads it too, given the saved overrides; both give the same logits.
+    from transformers import AutoModelForCausalLM
+
+    ext = json.loads((run / "model" / "extension.json").read_text())
+    plain = AutoModelForCausalLM.from_pretrained(run / "model", **ext).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-4)
     assert main(["evaluate", "--model", str(run / "model"), "--data", str(eval_file), "--out", str(tmp_path / "ev"),
                  "--max-new-tokens", "3"]) == 0
     # Finished runs are not recomputed by accident.
