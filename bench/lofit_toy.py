@@ -9,7 +9,7 @@ training budget (same data, epochs, batch size):
 - lora:   LoRA (PEFT) on q/v of every layer;
 - transfer (with --transfer-task): offsets on the K heads step 1 selects for another task.
 
-Prints a table (test score, trainable parameters) and writes it with the config to --out.
+Prints a table (test score, teacher-forced answer NLL, trainable parameters) and writes it with the config to --out.
 
     python bench/lofit_toy.py [--model DIR] [--task mdqa] [--n-train 240] [--n-test 100] [--out runs/lofit-toy]
 """
@@ -32,13 +32,26 @@ from headlab.lofit.baselines import n_trainable, random_heads, train_lora
 from headlab.lofit.datasets import Completion
 from headlab.lofit.evaluate import evaluate_completions
 from headlab.lofit.select import SelectConfig, select_heads
-from headlab.lofit.train import TrainConfig
+from headlab.lofit.train import TrainConfig, collate, encode_pair, supervised_loss
 from headlab.lofit.tune import tune_offsets
 from headlab.seam import Seam, load_model
 
 
 def records(examples: list[TaskExample], tokenizer) -> list[Completion]:
     return [Completion(render_task_prompt(e, tokenizer), e.answers, e.task, e.gold_doc_ids, e.id) for e in examples]
+
+
+@torch.no_grad()
+def answer_nll(model, tok, test: list[Completion], batch_size: int = 8) -> float:
+    """Mean answer-token negative log-likelihood (teacher-forced): a finer signal than greedy accuracy."""
+    total, count = 0.0, 0
+    for i in range(0, len(test), batch_size):
+        chunk = test[i: i + batch_size]
+        batch = collate([encode_pair(tok, r.prompt, r.completion) for r in chunk], tok.pad_token_id or 0, "cpu")
+        n = int(batch["target"][:, 1:].sum())
+        total += float(supervised_loss(model, batch)) * n
+        count += n
+    return total / count
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,8 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
     def score(name: str, n_params: int, adapters=(), m=None) -> None:
         with apply_adapters(model, *adapters):
             res = evaluate_completions(m or model, tok, test, max_new_tokens=16)
-        rows[name] = {"score": res["score"], "trainable_params": n_params, "examples": res["examples"][:3]}
-        print(f"{name:>14}: {res['score']:.3f}  ({n_params:,} trainable)  [{time.time() - t0:.0f}s]", flush=True)
+            nll = answer_nll(m or model, tok, test)
+        rows[name] = {"score": res["score"], "answer_nll": nll, "trainable_params": n_params,
+                      "examples": res["examples"][:3]}
+        print(f"{name:>14}: score {res['score']:.3f}  answer NLL {nll:.3f}  ({n_params:,} trainable)  "
+              f"[{time.time() - t0:.0f}s]", flush=True)
 
     score("base", 0)
     sel = select_heads(model, tok, train, SelectConfig(l1=args.l1, fraction=args.fraction, train=cfg))
