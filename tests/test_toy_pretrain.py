@@ -76,3 +76,12 @@ def test_a_few_training_steps_lower_the_loss(tok, tmp_path):
     # Same seed, same weights.
     model2, _, _ = pretrain(cfg, None, tok=tok)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))
+
+
+def test_answer_tokens_get_the_answer_weight(tok):
+    ids, w = packed_rows(World(0), tok, random.Random(1), 2, 200, 3, answer_weight=4.0)
+    for r in range(2):
+        weighted = tok.decode(ids[r][w[r] == 4.0])
+        answers = [line[len("Answer: "):] for line in tok.decode(ids[r][w[r] > 0]).split("\n")
+                   if line.startswith("Answer: ")]
+        assert answers and weighted == "".join(" " + a + "\n" for a in answers)

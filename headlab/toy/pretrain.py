@@ -41,6 +41,8 @@ class PretrainConfig:
     n_kv_heads: int = 2
     intermediate_size: int = 512
     max_filler: int = 16         # filler sentences per document, drawn uniformly in [0, max_filler]
+    answer_weight: float = 1.0   # loss weight of answer tokens (the copied fact) relative to the rest
+    init: str | None = None      # warm start: continue from this checkpoint folder (and its tokenizer)
     threads: int = 1             # torch CPU threads; 1 is fastest when others share the cores (0: default)
 
 
@@ -53,16 +55,34 @@ def llama_config(cfg: PretrainConfig, tok: PreTrainedTokenizerFast) -> LlamaConf
     )
 
 
+def answer_positions(ids: list[int], tok: PreTrainedTokenizerFast) -> list[int]:
+    """Positions of answer tokens: after each "Answer:" up to and including the newline that ends it."""
+    marker = tok("\nAnswer:", add_special_tokens=False)["input_ids"]
+    newline = tok("\n", add_special_tokens=False)["input_ids"][0]
+    out: list[int] = []
+    i = 0
+    while i < len(ids):
+        if ids[i:i + len(marker)] == marker:
+            i += len(marker)
+            while i < len(ids) and ids[i] != newline:
+                out.append(i)
+                i += 1
+            if i < len(ids):
+                out.append(i)
+        i += 1
+    return out
+
+
 def packed_rows(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, n_rows: int,
-                seq_len: int, max_filler: int) -> tuple[torch.Tensor, torch.Tensor]:
+                seq_len: int, max_filler: int, answer_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """`n_rows` rows of whole documents, each followed by EOS, packed greedily and padded to `seq_len`.
 
-    Returns input ids (n, T) and a loss mask (n, T) that is 0 on padding. Documents are never cut, so
-    every question's fact is in the same row.
+    Returns input ids (n, T) and loss weights (n, T): 0 on padding, `answer_weight` on answer tokens, 1
+    elsewhere. Documents are never cut, so every question's fact is in the same row.
     """
     eos = tok.eos_token_id
     ids = torch.full((n_rows, seq_len), eos, dtype=torch.long)
-    mask = torch.zeros((n_rows, seq_len), dtype=torch.bool)
+    mask = torch.zeros((n_rows, seq_len), dtype=torch.float)
     pending: list[int] | None = None
     for r in range(n_rows):
         pos = 0
@@ -75,18 +95,20 @@ def packed_rows(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, 
             if pos + len(pending) > seq_len:
                 break
             ids[r, pos:pos + len(pending)] = torch.tensor(pending)
-            mask[r, pos:pos + len(pending)] = True
+            mask[r, pos:pos + len(pending)] = 1.0
+            if answer_weight != 1.0:
+                mask[r, [pos + i for i in answer_positions(pending, tok)]] = answer_weight
             pos += len(pending)
             pending = None
     return ids, mask
 
 
 def lm_loss(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over positions whose target is a real (unpadded) token."""
+    """Weighted mean next-token cross-entropy; `mask` holds each target token's weight (0: padding)."""
     logits = model(input_ids=ids).logits[:, :-1]  # (B, T-1, V)
-    target = ids[:, 1:]
-    keep = mask[:, 1:]
-    return torch.nn.functional.cross_entropy(logits[keep], target[keep])
+    w = mask[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+    return (ce * w.flatten()).sum() / w.sum()
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -108,11 +130,16 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len)
-    model = LlamaForCausalLM(llama_config(cfg, tok))
+    if cfg.init:
+        tok = PreTrainedTokenizerFast.from_pretrained(cfg.init)
+        model = LlamaForCausalLM.from_pretrained(cfg.init)
+    else:
+        tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len)
+        model = LlamaForCausalLM(llama_config(cfg, tok))
     model.train()
     world = World(cfg.seed, "train")
-    rng = random.Random(f"pretrain-{cfg.seed}")
+    # A warm start draws fresh documents: seed its stream apart from the first run's.
+    rng = random.Random(f"pretrain-{cfg.seed}" + (f"-from-{Path(cfg.init).name}" if cfg.init else ""))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -121,7 +148,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
     n_tokens = 0
     bar = tqdm(range(cfg.steps), desc="toy pretrain", unit="step")
     for step in bar:
-        ids, mask = packed_rows(world, tok, rng, cfg.batch_size, cfg.seq_len, cfg.max_filler)
+        ids, mask = packed_rows(world, tok, rng, cfg.batch_size, cfg.seq_len, cfg.max_filler,
+                                cfg.answer_weight)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         loss = lm_loss(model, ids, mask)
@@ -130,7 +158,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(round(loss.item(), 4))
-        n_tokens += int(mask.sum())
+        n_tokens += int((mask > 0).sum())
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{n_tokens / (time.time() - t0):.0f}")
     model.eval()
     summary = {"config": asdict(cfg), "n_params": sum(p.numel() for p in model.parameters()),
@@ -159,12 +187,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="rows of 256 tokens per step")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
+    p.add_argument("--max-filler", type=int, default=d.max_filler, help="most filler sentences per document")
+    p.add_argument("--answer-weight", type=float, default=d.answer_weight,
+                   help="loss weight of answer tokens relative to the rest")
+    p.add_argument("--init", default=None, help="continue training from this checkpoint folder")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: default)")
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         threads=args.threads)
+                         warmup=args.warmup, max_filler=args.max_filler, answer_weight=args.answer_weight,
+                         init=args.init, threads=args.threads)
     _, _, summary = pretrain(cfg, args.out)
     return summary
 
