@@ -1,7 +1,7 @@
 """Benchmark: headlab's fine-tuning (transformers Trainer) against a plain PEFT + PyTorch loop.
 
 Same model, same LoRA config, same data, same batch size, optimizer (AdamW, linear decay, grad-norm clip 1.0)
-in the same process; the two alternate for `--rounds` rounds so load on a shared machine hits both alike.
+in the same process; the two alternate (ABBA) for `--rounds` rounds so load on a shared machine hits both alike.
 Throughput is measured in steady state: the median over steps after `--skip` of non-padding tokens per
 second of that step (model loading, the first steps and checkpoint writing excluded; the median keeps a
 load spike from another process on the shared machine from deciding the result). Target: headlab >= 0.9x plain.
@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
                                     tokenizer), cfg.data)
     rows = encode_all(load_task_data(cfg.data), tokenizer, current_length(config))
     headlab_rates, plain_rates = [], []
-    for _ in range(a.rounds):
-        headlab_rates.append(run_headlab(cfg, rows, config, a.skip))
-        plain_rates.append(run_plain(cfg, rows, config, a.skip))
+    for r in range(a.rounds):  # ABBA order, so a drift in machine load favours neither
+        runs = [(headlab_rates, run_headlab), (plain_rates, run_plain)]
+        for rates, run in runs if r % 2 == 0 else runs[::-1]:
+            rates.append(run(cfg, rows, config, a.skip))
     result = {"model": model, "length": a.length, "batch_size": a.batch_size, "steps": a.steps,
               "threads": torch.get_num_threads(), "headlab_tokens_per_s": headlab_rates,
               "plain_tokens_per_s": plain_rates, "ratio_of_medians": statistics.median(headlab_rates)

@@ -98,8 +98,11 @@ def test_evaluate_cli_bad_input_writes_nothing(tiny_model_dir, eval_file, tmp_pa
     bad.write_text(json.dumps(obj) + "\n")
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(bad), "--out", str(out)]) == 2
     assert "bad.jsonl:1: field 'task'" in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(eval_file), "--out", str(out),
-                 "--max-new-tokens", "400"]) == 2
+    long = tmp_path / "long.jsonl"
+    obj = json.loads(eval_file.read_text().splitlines()[0])
+    obj["context"] = obj["context"] + " filler" * 600  # past the test model's 512 positions
+    long.write_text(json.dumps(obj) + "\n")
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(long), "--out", str(out)]) == 2
     assert "--allow-long-context" in capsys.readouterr().err
     assert not out.exists()
 
