@@ -25,20 +25,21 @@ class StudyConfig:
         "real-repetitive", "templated-diverse", "templated-repetitive", "symbolic-diverse", "symbolic-symbolic"])
     real_data: dict[str, str] = field(default_factory=dict)  # task -> headlab JSONL of real training data
     real_eval: dict[str, str] = field(default_factory=dict)  # task -> headlab JSONL of real evaluation data
-    train_examples: int = 48
-    eval_examples: int = 24
-    length: int = 768  # prompt tokens of training and evaluation examples
-    context_length: int = 1024  # the fine-tuned models' context
+    # Defaults sized for the shipped tiny model on 2 CPU cores (its context: 256 -> 512); set them for real models.
+    train_examples: int = 32
+    eval_examples: int = 16
+    length: int = 448  # prompt tokens of training and evaluation examples
+    context_length: int = 512  # the fine-tuned models' context
     finetune: dict[str, Any] = field(default_factory=lambda: {
-        "method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 24, "batch_size": 4})
-    detect_examples: int = 12
+        "method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 16, "batch_size": 4})
+    detect_examples: int = 8
     max_new_tokens: int = 16
     top_k: int = 8  # retrieval heads compared, knocked out and patched
     knockout_seeds: int = 3
     patch_seeds: int = 2
-    niah_lengths: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    niah_lengths: list[int] = field(default_factory=lambda: [256, 512])
     niah_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
-    niah_per_cell: int = 4
+    niah_per_cell: int = 3
     batch_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
@@ -82,11 +83,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # One task, three synthetic variants, smaller sets: the whole pipeline in a few minutes (CI, tests).
     "quick": {"tasks": ["mdqa"], "variants": ["real-repetitive", "templated-diverse", "symbolic-symbolic"],
-              "train_examples": 24, "eval_examples": 12, "length": 512, "context_length": 640,
-              "finetune": {"method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 12,
+              "train_examples": 16, "eval_examples": 8, "length": 384, "context_length": 512,
+              "finetune": {"method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 8,
                            "batch_size": 4},
-              "detect_examples": 8, "top_k": 6, "knockout_seeds": 2, "patch_seeds": 1,
-              "niah_lengths": [256, 512], "niah_depths": [0.0, 1.0], "niah_per_cell": 3},
+              "detect_examples": 6, "top_k": 6, "knockout_seeds": 2, "patch_seeds": 1,
+              "niah_lengths": [256, 512], "niah_depths": [0.0, 1.0], "niah_per_cell": 2},
 }
 
 

@@ -147,7 +147,7 @@ def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
     items = _eval_items(ctx, i["data"], tokenizer)
-    ko = KnockoutConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], curve=[max(1, i["top_k"] // 2)],
+    ko = KnockoutConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], curve=[],  # K only: the budget
                         max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
     write_knockout(run_knockout(model, tokenizer, items, _ranking(ctx.deps[i["heads"]]), ko), ctx.out, ko)
 
