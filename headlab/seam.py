@@ -180,7 +180,7 @@ def _register_wrapper(inner_name: str) -> str:
     return name
 
 
-def _find_attention_layers(model: nn.Module, n_layers: int) -> list[tuple[nn.Module, nn.Module]]:
+def find_attention_layers(model: nn.Module, n_layers: int) -> list[tuple[nn.Module, nn.Module]]:
     """(attention module, output projection) per layer, in layer order."""
     found = []
     for module in model.modules():
@@ -255,7 +255,7 @@ class Seam:
         if inner.startswith(_WRAPPED_PREFIX):
             inner = inner[len(_WRAPPED_PREFIX):]
         self.inner_implementation = inner
-        self.layers = _find_attention_layers(model, self.geometry.n_layers)
+        self.layers = find_attention_layers(model, self.geometry.n_layers)
         self._z_hooks: list[list[ZHook]] = [[] for _ in self.layers]
         self._z_handles: list = [None] * len(self.layers)
         self._query_hooks: list[list[QueryHook]] = [[] for _ in self.layers]

@@ -127,9 +127,9 @@ def merge_into_model(model: nn.Module, adapters: Sequence[LofitAdapter]) -> nn.M
 def _projections(model: nn.Module, n_layers: int) -> list[nn.Module]:
     # Attaching a Seam to the merged model would switch its attention implementation to headlab's wrapper,
     # so look the projections up the seam's way without attaching.
-    from headlab.seam import _find_attention_layers
+    from headlab.seam import find_attention_layers
 
-    return [proj for _, proj in _find_attention_layers(model, n_layers)]
+    return [proj for _, proj in find_attention_layers(model, n_layers)]
 
 
 @torch.no_grad()
