@@ -214,7 +214,7 @@ def training_arguments(cfg: FinetuneConfig, n_rows: int):
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
         seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to="none",
-        include_num_input_tokens_seen="non_padding", gradient_checkpointing=cfg.gradient_checkpointing,
+        include_num_input_tokens_seen="non_padding", activation_checkpointing=cfg.gradient_checkpointing,
         bf16=cfg.dtype in ("bfloat16", "bf16"), fp16=cfg.dtype in ("float16", "fp16"),
         disable_tqdm=True, dataloader_num_workers=0, **cfg.extra)
 
