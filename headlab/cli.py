@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(.json/.yaml); default: toy needle-in-a-haystack probes")
     d.add_argument("--out", default="runs/detect", help="output folder")
     d.add_argument("--max-new-tokens", type=int, default=50)
-    d.add_argument("--batch-size", type=int, default=1)
+    d.add_argument("--batch-size", type=int, default=8, help="probes per batch (scores do not depend on it)")
     d.add_argument("--keep-failed", action="store_true", help="count probes whose generation failed too")
     d.add_argument("--device", default="cpu")
     d.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
