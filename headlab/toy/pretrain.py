@@ -40,6 +40,7 @@ class PretrainConfig:
     n_heads: int = 8
     n_kv_heads: int = 2
     intermediate_size: int = 512
+    pool_size: int = 400         # names per kind; large pools force copying over memorising names
     max_filler: int = 16         # filler sentences per document, drawn uniformly in [0, max_filler]
     answer_weight: float = 1.0   # loss weight of answer tokens (the copied fact) relative to the rest
     init: str | None = None      # warm start: continue from this checkpoint folder (and its tokenizer)
@@ -137,7 +138,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
         tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len)
         model = LlamaForCausalLM(llama_config(cfg, tok))
     model.train()
-    world = World(cfg.seed, "train")
+    world = World(cfg.seed, "train", cfg.pool_size)
     # A warm start draws fresh documents: seed its stream apart from the first run's.
     rng = random.Random(f"pretrain-{cfg.seed}" + (f"-from-{Path(cfg.init).name}" if cfg.init else ""))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -189,6 +190,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, cosine)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
     p.add_argument("--max-filler", type=int, default=d.max_filler, help="most filler sentences per document")
+    p.add_argument("--pool-size", type=int, default=d.pool_size, help="names per kind in the world")
     p.add_argument("--answer-weight", type=float, default=d.answer_weight,
                    help="loss weight of answer tokens relative to the rest")
     p.add_argument("--init", default=None, help="continue training from this checkpoint folder")
@@ -197,7 +199,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> dict:
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup=args.warmup, max_filler=args.max_filler, answer_weight=args.answer_weight,
+                         warmup=args.warmup, max_filler=args.max_filler, pool_size=args.pool_size,
+                         answer_weight=args.answer_weight,
                          init=args.init, threads=args.threads)
     _, _, summary = pretrain(cfg, args.out)
     return summary
