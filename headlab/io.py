@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -45,11 +46,14 @@ def read_json(path: str | Path) -> Any:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line; a bad line raises naming file and line."""
+    """Yield (line number, object) for each non-blank line; a bad line raises naming file and line.
+
+    A `.gz` file is read through gzip (the lost-in-the-middle release ships .jsonl.gz)."""
     path = Path(path)
     if not path.is_file():
         raise HeadlabError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue

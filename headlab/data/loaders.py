@@ -10,10 +10,7 @@ formats and how gold spans are chosen are documented in docs/data.md.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +18,6 @@ from headlab.data.example import DATASET, Document, TaskExample, citation_questi
 from headlab.data.spans import answer_sentence_span, best_overlap_sentence_span
 from headlab.errors import HeadlabError, where
 from headlab.io import iter_jsonl, read_json, require
-
-
-def _records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """iter_jsonl, also for gzip-compressed files (the lost-in-the-middle release ships .jsonl.gz)."""
-    path = Path(path)
-    if path.suffix != ".gz":
-        yield from iter_jsonl(path)
-        return
-    if not path.is_file():
-        raise HeadlabError(f"{path}: file not found")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise HeadlabError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise HeadlabError(f"{where(path, lineno)}: expected a JSON object")
-            yield lineno, obj
 
 
 def _str_list(obj: dict, fld: str, path: Path | str, lineno: int | None) -> list[str]:
@@ -77,7 +53,7 @@ def _build(ex_id: str, task: str, question: str, answers: list[str], docs: list[
 def load_mdqa(path: str | Path, limit: int | None = None) -> list[TaskExample]:
     """Lost-in-the-middle MDQA: the gold span is the gold document's first sentence naming an answer."""
     out = []
-    for lineno, obj in _records(path):
+    for lineno, obj in iter_jsonl(path):
         question = require(obj, "question", str, path, lineno)
         answers = _str_list(obj, "answers", path, lineno)
         if not answers:
@@ -107,7 +83,7 @@ def load_musique(path: str | Path, limit: int | None = None) -> list[TaskExample
     question_decomposition when present, else the final answer); the whole paragraph if none does.
     """
     out = []
-    for lineno, obj in _records(path):
+    for lineno, obj in iter_jsonl(path):
         if obj.get("answerable", True) is False:
             continue
         ex_id = require(obj, "id", str, path, lineno)
