@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -62,8 +63,12 @@ CORPUS = [
 ] * 20
 
 
+@lru_cache(maxsize=1)
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer of exactly VOCAB entries trained on a few sentences."""
+    """A byte-level BPE tokenizer of exactly VOCAB entries trained on a few sentences.
+
+    Cached: BPE training may break ties differently from one call to the next, and every test of a process
+    must see the same tokenizer. Text outside CORPUS's characters is dropped, so tests use CORPUS words."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
