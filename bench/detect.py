@@ -8,7 +8,8 @@ its own subprocess (so peak memory is its own):
 - reference: eager attention, decode with `output_attentions=True` and a Python loop over heads, batch 1
              (how the research code does it).
 
-Prints time and peak-memory growth (peak RSS minus RSS after loading) and the ratios measured in this run.
+Prints time (fastest of --repeats interleaved runs) and peak-memory growth (peak RSS minus RSS after
+loading; median of the runs) and the ratios measured in this run.
 Targets: detect <= 1.25x generate in time and <= 1.1x in memory; reference / detect >= 3x at 4K.
 
     python bench/detect.py [--lengths 1024 2048 4096 8192] [--new-tokens 20]
@@ -119,10 +120,17 @@ def measure(name: str, length: int, new_tokens: int) -> tuple[float, float]:
     return result
 
 
+def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Fastest time (the least disturbed run) and median memory growth."""
+    return min(t for t, _ in runs), sorted(m for _, m in runs)[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
     parser.add_argument("--new-tokens", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell, interleaved; fastest time and "
+                                                                "median memory are reported")
     parser.add_argument("--skip-reference-above", type=int, default=8192,
                         help="skip the (slow, quadratic-memory) reference above this length")
     args = parser.parse_args()
@@ -133,12 +141,13 @@ def main() -> None:
               f"{'detect MB':>9} {'gen MB':>8} {'ref MB':>8} {'det/gen m':>9}")
     print(header)
     for length in args.lengths:
-        d_t, d_m = measure("detect", length, args.new_tokens)
-        g_t, g_m = measure("generate", length, args.new_tokens)
-        if length <= args.skip_reference_above:
-            r_t, r_m = measure("reference", length, args.new_tokens)
-        else:
-            r_t = r_m = float("nan")
+        names = ["detect", "generate"] + (["reference"] if length <= args.skip_reference_above else [])
+        runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        for _ in range(args.repeats):  # interleaved, so a burst of load hits every method alike
+            for name in names:
+                runs[name].append(measure(name, length, args.new_tokens))
+        (d_t, d_m), (g_t, g_m) = best(runs["detect"]), best(runs["generate"])
+        r_t, r_m = best(runs["reference"]) if "reference" in runs else (float("nan"), float("nan"))
         print(f"{length:>6} {d_t:>9.2f} {g_t:>8.2f} {r_t:>8.2f} | {d_t / g_t:>9.2f} {r_t / d_t:>9.2f} | "
               f"{d_m:>9.0f} {g_m:>8.0f} {r_m:>8.0f} {d_m / max(g_m, 1e-9):>9.2f}")
 
