@@ -26,7 +26,9 @@ def collect(root: Path, config: StudyConfig) -> dict:
         scores = {m: read_json(root / "eval" / task / m / "summary.json")["score"] for m in models}
         knockout = {m: read_json(root / "knockout" / task / m / "knockout.json") for m in models}
         patch = {v: read_json(root / "patch" / task / v / "patching.json") for v in config.variants}
-        compare = read_json(root / "compare" / task / "compare.json")
+        # Without the file paths, which name this run folder: the numbers alone, comparable across runs.
+        compare = {k: v for k, v in read_json(root / "compare" / task / "compare.json").items()
+                   if k not in ("files", "reference")}
         heads = {m: read_json(root / "heads" / task / m / "summary.json") for m in models}
         tasks[task] = {"scores": scores, "knockout": knockout, "patch": patch, "compare": compare,
                        "probes_counted": {m: h["probes_counted"] for m, h in heads.items()},

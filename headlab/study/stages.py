@@ -68,8 +68,14 @@ def run_finetune(ctx: StageContext, config: StudyConfig) -> None:
     run = ctx.work / "run"
     cfg = FinetuneConfig(model=base_model_path(config), data=str(ctx.deps[i["data"]] / "examples.jsonl"), out=str(run),
                          context_length=i["context_length"], seed=i["seed"], merge=True, **i["finetune"])
-    resume = any((run / "checkpoints").glob("checkpoint-*"))
-    summary = finetune(cfg, resume=resume)
+    # After a kill: resume from the last checkpoint if one was written, reuse a finished model, or else
+    # start over (a run killed before its first checkpoint has nothing worth keeping).
+    if not (run / "summary.json").is_file():  # written last: its presence means the model is whole
+        resume = any((run / "checkpoints").glob("checkpoint-*")) and not (run / "model").exists()
+        if not resume:
+            shutil.rmtree(run, ignore_errors=True)
+        finetune(cfg, resume=resume)
+    summary = read_json(run / "summary.json")
     shutil.move(str(run / "model"), str(ctx.out / "model"))
     atomic_write_json(ctx.out / "finetune_summary.json", {k: v for k, v in summary.items() if k != "log_history"})
 
