@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from headlab.errors import HeadlabError
+from headlab.toy import model_or_default
 
 
 def _detect(args: argparse.Namespace) -> None:
@@ -18,7 +19,7 @@ def _detect(args: argparse.Namespace) -> None:
     from headlab.results import write_detection
     from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
-    model_path = args.model or str(_default_model_dir())
+    model_path = model_or_default(args.model)
     # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
     tokenizer = load_tokenizer(model_path, args.trust_remote_code)
     probes = load_probes(args.probes, tokenizer) if args.probes else _default_probes(tokenizer, args.seed)
@@ -36,15 +37,6 @@ def _detect(args: argparse.Namespace) -> None:
     print(f"probes: {summary['probes_given']} given, {summary['probes_counted']} counted")
     _print_top(summary["mean_scores"], summary["retrieval_heads"], limit=args.show)
     print(f"wrote {Path(args.out) / 'retrieval_scores.json'}, summary.json, retrieval_heads.png")
-
-
-def _default_model_dir() -> Path:
-    from headlab.toy import default_model_dir
-
-    path = default_model_dir()
-    if not (path / "config.json").is_file():
-        raise HeadlabError(f"{path}: the shipped tiny model is missing from this installation; pass --model")
-    return path
 
 
 def _default_probes(tokenizer, seed: int):

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from headlab.errors import HeadlabError
+from headlab.toy import model_or_default
 
 TOY_PROBES, TOY_CONTEXT = 24, 192  # as `headlab detect` with no arguments
 
@@ -42,22 +43,11 @@ def _items(args: argparse.Namespace, tokenizer, model_path: str):
     return items
 
 
-def _model_path(path: str | None) -> str:
-    if path:
-        return path
-    from headlab.toy import default_model_dir
-
-    d = default_model_dir()
-    if not (d / "config.json").is_file():
-        raise HeadlabError(f"{d}: the shipped tiny model is missing from this installation; pass --model")
-    return str(d)
-
-
 def _knockout(args: argparse.Namespace) -> None:
     from headlab.knockout import KnockoutConfig, run_knockout, write_knockout
     from headlab.seam import head_geometry, load_model, load_model_config, load_tokenizer
 
-    model_path = _model_path(args.model)
+    model_path = model_or_default(args.model)
     tokenizer = load_tokenizer(model_path, args.trust_remote_code)
     ranking = _ranking(args.heads, model_path, args.trust_remote_code)
     items = _items(args, tokenizer, model_path)

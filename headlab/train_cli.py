@@ -8,17 +8,7 @@ import json
 from pathlib import Path
 
 from headlab.errors import HeadlabError
-
-
-def _model_path(arg: str | None) -> str:
-    if arg:
-        return arg
-    from headlab.toy import default_model_dir
-
-    path = default_model_dir()
-    if not (path / "config.json").is_file():
-        raise HeadlabError(f"{path}: the shipped tiny model is missing from this installation; pass --model")
-    return str(path)
+from headlab.toy import model_or_default
 
 
 def _json_arg(text: str | None, flag: str) -> dict | None:
@@ -37,7 +27,7 @@ def _finetune(args: argparse.Namespace) -> None:
     from headlab.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(
-        model=_model_path(args.model), data=args.data, out=args.out, context_length=args.context_length,
+        model=model_or_default(args.model), data=args.data, out=args.out, context_length=args.context_length,
         rope_theta=args.rope_theta, rope_scaling=_json_arg(args.rope_scaling, "--rope-scaling"),
         method=args.method, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=args.target_modules, lr=args.lr, steps=args.steps, epochs=args.epochs,
@@ -60,7 +50,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from headlab.train_data import load_task_data
 
     items = load_task_data(args.data)  # all of the data is validated before the model loads
-    model_path = _model_path(args.model)
+    model_path = model_or_default(args.model)
     model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -82,7 +72,7 @@ def _niah(args: argparse.Namespace) -> None:
     cfg = NiahSweepConfig(lengths=args.lengths, depths=args.depths, needles=args.needles, seed=args.seed,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, spec=args.spec)
     cfg.check()
-    model_path = _model_path(args.model)
+    model_path = model_or_default(args.model)
     model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code)
     grid, records = niah_sweep(model, tokenizer, cfg)

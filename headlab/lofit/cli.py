@@ -51,11 +51,9 @@ def read_heads(path: str, geometry) -> list[str]:
 
 
 def _model_path(args) -> str:
-    if args.model:
-        return args.model
-    from headlab.cli import _default_model_dir
+    from headlab.toy import model_or_default
 
-    return str(_default_model_dir())
+    return model_or_default(args.model)
 
 
 def _train_config(args):

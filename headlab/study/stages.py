@@ -26,12 +26,9 @@ EVAL = "eval"
 
 
 def base_model_path(config: StudyConfig) -> str:
-    if config.base_model:
-        return config.base_model
-    from headlab.toy import default_model_dir
+    from headlab.toy import model_or_default
 
-    return str(default_model_dir())
-
+    return model_or_default(config.base_model)
 
 def model_ref(task: str | None, model: str) -> str | None:
     """The stage that trained a model, or None for the base model."""
