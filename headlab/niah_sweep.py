@@ -133,9 +133,10 @@ def niah_heatmap(grid: dict[str, Any], path: str | Path, title: str = "Needle in
     save_figure(fig, path)
 
 
-def write_niah(grid: dict, records: list[dict], out: str | Path, config: dict[str, Any]) -> None:
+def write_niah(grid: dict, records: list[dict], out: str | Path, config: dict[str, Any],
+               title: str = "Needle in a haystack") -> None:
     out = Path(out)
     atomic_write_text(out / "niah_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     atomic_write_json(out / "niah.json", grid)
     atomic_write_json(out / "config.json", config)
-    niah_heatmap(grid, out / "niah.png")
+    niah_heatmap(grid, out / "niah.png", title)

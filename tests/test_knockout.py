@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import build_model, build_tokenizer, same_weights
+from tiny import build_model, build_tokenizer, padded_batch, same_weights
 
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate
@@ -12,14 +12,6 @@ from headlab.seam import Seam
 ARCHS = ["llama", "mistral-gqa", "gpt2"]
 HEADS = ["0-1", "1-2", "1-3", "2-0"]
 D = 16
-
-
-def _batch(seed=1, pad=5, n=24):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 96, (2, n), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, :pad] = 0
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _edited(model, arch, heads, what):
@@ -62,7 +54,7 @@ def _decode_reference(bare, edited, ids, mask, pos):
 @pytest.mark.parametrize("mode,what", [("zero", "out"), ("uniform", "query")])
 def test_all_positions_match_edited_copy(arch, mode, what):
     model = build_model(arch)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     base = _logits(model, ids, mask, pos)
     with knockout(model, HEADS, mode=mode, where="all"):
         got = _logits(model, ids, mask, pos)
@@ -77,7 +69,7 @@ def test_all_positions_match_edited_copy(arch, mode, what):
 @pytest.mark.parametrize("mode,what", [("zero", "out"), ("uniform", "query")])
 def test_decode_touches_only_the_last_position(arch, mode, what):
     model = build_model(arch)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     base = _logits(model, ids, mask, pos)
     with knockout(model, HEADS, mode=mode, where="decode"):
         got = _logits(model, ids, mask, pos)
@@ -89,7 +81,7 @@ def test_decode_touches_only_the_last_position(arch, mode, what):
 
 def test_uniform_gqa_zeroes_the_query_head_not_its_kv_group():
     model = build_model("mistral-gqa")  # heads 2 and 3 share kv head 1
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     seen = []
     with knockout(model, ["1-2"], mode="uniform", where="all"), Seam.attach(model).z_hook(1, seen.append):
         _logits(model, ids, mask, pos)
@@ -108,7 +100,7 @@ def test_uniform_gqa_zeroes_the_query_head_not_its_kv_group():
 def test_generation_with_cache_and_batch_matches_reference(arch):
     model = build_model(arch)
     edited = _edited(model, arch, HEADS, "query")
-    ids, mask, pos = _batch(pad=7)
+    ids, mask, pos = padded_batch(pad=7)
     prompts = [ids[row, mask[row].bool()].tolist() for row in range(2)]
     with knockout(model, HEADS, mode="uniform", where="decode"):  # one batch of two, left-padded
         got = greedy_generate(model, build_tokenizer(), prompts, max_new_tokens=6, batch_size=2,
@@ -135,7 +127,7 @@ def test_generation_with_cache_and_batch_matches_reference(arch):
 
 def test_mean_mode_writes_the_reference_means():
     model = build_model("llama")
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     means = head_means(model, [(ids, mask)])
     # Plain reference: mean of z over unpadded positions.
     seen = []
@@ -153,7 +145,7 @@ def test_mean_mode_writes_the_reference_means():
 
 def test_knockouts_compose_and_undo_on_error():
     model = build_model("gpt2")
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     base = _logits(model, ids, mask, pos)
     with knockout(model, HEADS[:2], mode="zero", where="all"), knockout(model, HEADS[2:], mode="zero", where="all"):
         nested = _logits(model, ids, mask, pos)

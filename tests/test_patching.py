@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import build_model, build_tokenizer
+from tiny import build_model, build_tokenizer, padded_batch
 
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate
@@ -11,14 +11,6 @@ from headlab.seam import Seam
 
 ARCHS = ["llama", "mistral-gqa", "gpt2"]
 ALL = [f"{layer}-{h}" for layer in range(3) for h in range(4)]
-
-
-def _batch(seed=1, pad=5, n=24):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 96, (2, n), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, :pad] = 0
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _logits(model, ids, mask, pos):
@@ -57,7 +49,7 @@ def _z_per_layer(model, run):
 def test_patching_every_head_reproduces_the_source(arch):
     target = build_model(arch)
     source = _attention_tuned(target, arch)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     want = _logits(source, ids, mask, pos)
     base = _logits(target, ids, mask, pos)
     with patch_from_model(target, source, ALL):
@@ -87,7 +79,7 @@ def test_lockstep_generation_with_cache_follows_the_source(arch):
 
 def test_partial_patch_writes_the_source_z_of_a_different_model():
     target, source = build_model("mistral-gqa", seed=0), build_model("mistral-gqa", seed=1)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     heads = ["0-1", "2-3", "2-0"]
     src = _z_per_layer(source, lambda: _logits(source, ids, mask, pos))
     plain = _z_per_layer(target, lambda: _logits(target, ids, mask, pos))
@@ -102,7 +94,7 @@ def test_partial_patch_writes_the_source_z_of_a_different_model():
 def test_patching_from_the_same_input_changes_nothing(arch):
     model = build_model(arch)
     tok = build_tokenizer()
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     base = _logits(model, ids, mask, pos)
     with patch_from_input(model, ALL, ids, mask):
         got = _logits(model, ids, mask, pos)
@@ -116,8 +108,8 @@ def test_patching_from_the_same_input_changes_nothing(arch):
 
 def test_cross_input_patch_writes_the_other_inputs_z():
     model = build_model("llama")
-    ids, mask, pos = _batch()
-    other, _, _ = _batch(seed=9)
+    ids, mask, pos = padded_batch()
+    other, _, _ = padded_batch(seed=9)
     src = _z_per_layer(model, lambda: _logits(model, other, mask, pos))
     with patch_from_input(model, ["1-0", "1-2"], other, mask):
         got = _z_per_layer(model, lambda: _logits(model, ids, mask, pos))
@@ -128,7 +120,7 @@ def test_cross_input_patch_writes_the_other_inputs_z():
 def test_patch_composes_and_undoes_on_error():
     target = build_model("llama")
     source = _attention_tuned(target, "llama")
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     base = _logits(target, ids, mask, pos)
     with patch_from_model(target, source, ALL[:6]), patch_from_model(target, source, ALL[6:]):
         nested = _logits(target, ids, mask, pos)
@@ -141,7 +133,7 @@ def test_patch_composes_and_undoes_on_error():
 
 def test_bad_input():
     llama, gqa = build_model("llama"), build_model("mistral-gqa")
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     with pytest.raises(HeadlabError, match="geometry"), patch_from_model(llama, gqa, ["0-0"]):
         pass
     with pytest.raises(HeadlabError, match="does not match"), patch_from_input(llama, ["0-0"], ids[:1], mask[:1]):

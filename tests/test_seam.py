@@ -1,18 +1,10 @@
 import pytest
 import torch
-from tiny import CONFIGS, build_model, same_weights
+from tiny import CONFIGS, build_model, padded_batch, same_weights
 from transformers import MambaConfig, MambaForCausalLM
 
 from headlab.errors import HeadlabError
 from headlab.seam import HeadGeometry, Seam, head_geometry
-
-
-def _batch(seed=1, pad_row1=5):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 96, (2, 24), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, :pad_row1] = 0
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 @pytest.mark.parametrize("arch", list(CONFIGS))
@@ -29,7 +21,7 @@ def test_top1_matches_eager_attention_weights(arch, attn):
     model = build_model(arch, attn=attn)
     reference = same_weights(model, arch, "eager")
     seam = Seam.attach(model)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     with torch.no_grad(), seam.capture_top1() as rec:
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
         ref = reference(input_ids=ids, attention_mask=mask, position_ids=pos, output_attentions=True)
@@ -44,7 +36,7 @@ def test_top1_matches_eager_attention_weights(arch, attn):
 def test_z_hook_reads_and_replaces_head_output(arch):
     model = build_model(arch)
     seam = Seam.attach(model)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     with torch.no_grad():
         base = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
         seen = []
@@ -80,7 +72,7 @@ def test_z_hook_reads_and_replaces_head_output(arch):
 def test_query_hook_changes_attention_and_undoes():
     model = build_model("mistral-gqa")
     seam = Seam.attach(model)
-    ids, mask, pos = _batch()
+    ids, mask, pos = padded_batch()
     with torch.no_grad():
         base = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
         with seam.query_hook(0, torch.zeros_like):

@@ -76,3 +76,12 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:60], show_progress=False)
     tok.train_from_iterator(CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def padded_batch(seed: int = 1, pad: int = 5, n: int = 24):
+    """Two random rows of `n` tokens, the second left-padded by `pad`: (ids, mask, position ids)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (2, n), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :pad] = 0
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)

@@ -170,15 +170,14 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_niah(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.niah_sweep import NiahSweepConfig, niah_heatmap, niah_sweep, write_niah
+    from headlab.niah_sweep import NiahSweepConfig, niah_sweep, write_niah
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
     sweep = NiahSweepConfig(lengths=i["lengths"], depths=i["depths"], needles=i["per_cell"], seed=i["seed"],
                             max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size)
     grid, records = niah_sweep(model, tokenizer, sweep)
-    write_niah(grid, records, ctx.out, i)
-    niah_heatmap(grid, ctx.out / "niah.png", f"Needle in a haystack: {i['label']}")
+    write_niah(grid, records, ctx.out, i, f"Needle in a haystack: {i['label']}")
 
 
 # ---- the graph -------------------------------------------------------------------------------------------
