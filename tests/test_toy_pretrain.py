@@ -67,7 +67,8 @@ def test_niah_probes_have_the_asked_length_and_needle(tok):
 
 def test_a_few_training_steps_lower_the_loss(tok, tmp_path):
     cfg = PretrainConfig(seed=0, steps=30, batch_size=4, seq_len=96, lr=3e-3, warmup=5, hidden_size=32,
-                         n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64, max_filler=3)
+                         n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64, max_filler=3,
+                         task_share=0.0)
     model, _, summary = pretrain(cfg, tmp_path, tok=tok)
     losses = summary["losses_every_50"]
     assert summary["loss_last10"] < losses[0] - 0.7
@@ -85,3 +86,13 @@ def test_answer_tokens_get_the_answer_weight(tok):
         answers = [line[len("Answer: "):] for line in tok.decode(ids[r][w[r] > 0]).split("\n")
                    if line.startswith("Answer: ")]
         assert answers and weighted == "".join(" " + a + "\n" for a in answers)
+
+
+def test_task_documents_are_packed_whole_with_their_answer_weighted(tok):
+    ids, w = packed_rows(World(0), tok, random.Random(2), 3, 256, 3, answer_weight=4.0, task_share=1.0)
+    for r in range(3):
+        text = tok.decode(ids[r][w[r] > 0])
+        assert text.startswith("Document [1] (Title: ")
+        weighted = tok.decode(ids[r][w[r] == 4.0])
+        answer_lines = [line for line in text.split("\n") if line.startswith("Answer: ")]
+        assert answer_lines and weighted == "".join(line[len("Answer:"):] + "\n" for line in answer_lines)

@@ -21,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json
 from headlab.toy.corpus import document
+from headlab.toy.task_corpus import task_document
 from headlab.toy.tokenizer import train_tokenizer
 from headlab.toy.world import World
 
@@ -28,7 +29,7 @@ from headlab.toy.world import World
 @dataclass
 class PretrainConfig:
     seed: int = 0
-    steps: int = 700
+    steps: int = 1800
     batch_size: int = 12
     seq_len: int = 256           # the pretraining context; context extension is a later, separate step
     lr: float = 2e-3
@@ -40,11 +41,12 @@ class PretrainConfig:
     n_heads: int = 8
     n_kv_heads: int = 2
     intermediate_size: int = 512
-    pool_size: int = 400         # names per kind; large pools force copying over memorising names
+    pool_size: int = 20000       # names per kind; large pools force copying over memorising names
     max_filler: int = 16         # filler sentences per document, drawn uniformly in [0, max_filler]
-    answer_weight: float = 1.0   # loss weight of answer tokens (the copied fact) relative to the rest
+    answer_weight: float = 4.0   # loss weight of answer tokens (the copied fact) relative to the rest
+    task_share: float = 0.4      # share of documents that are study-task prompts (task_corpus.py)
     init: str | None = None      # warm start: continue from this checkpoint folder (and its tokenizer)
-    threads: int = 1             # torch CPU threads; 1 is fastest when others share the cores (0: default)
+    threads: int = 0             # torch CPU threads (0: torch's default; 1 when others share the cores)
 
 
 def llama_config(cfg: PretrainConfig, tok: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -74,8 +76,18 @@ def answer_positions(ids: list[int], tok: PreTrainedTokenizerFast) -> list[int]:
     return out
 
 
+def draw_document(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, seq_len: int,
+                  max_filler: int, task_share: float = 0.0, seed: int = 0) -> str:
+    """A fact/question document (corpus.py) or, with probability `task_share`, a task document."""
+    if task_share > 0 and rng.random() < task_share:
+        # Room for the short answer, its newline and EOS after the prompt.
+        return task_document(tok, rng, seq_len - 12, seed=seed)
+    return document(world, rng, rng.randint(0, max_filler))
+
+
 def packed_rows(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, n_rows: int,
-                seq_len: int, max_filler: int, answer_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                seq_len: int, max_filler: int, answer_weight: float = 1.0, task_share: float = 0.0,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """`n_rows` rows of whole documents, each followed by EOS, packed greedily and padded to `seq_len`.
 
     Returns input ids (n, T) and loss weights (n, T): 0 on padding, `answer_weight` on answer tokens, 1
@@ -89,7 +101,8 @@ def packed_rows(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, 
         pos = 0
         while True:
             if pending is None:
-                doc = tok(document(world, rng, rng.randint(0, max_filler)))["input_ids"] + [eos]
+                text = draw_document(world, tok, rng, seq_len, max_filler, task_share, seed)
+                doc = tok(text)["input_ids"] + [eos]
                 if len(doc) > seq_len:  # too long for any row: draw again
                     continue
                 pending = doc
@@ -135,7 +148,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
         tok = PreTrainedTokenizerFast.from_pretrained(cfg.init)
         model = LlamaForCausalLM.from_pretrained(cfg.init)
     else:
-        tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len)
+        tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len,
+                                                          with_tasks=cfg.task_share > 0)
         model = LlamaForCausalLM(llama_config(cfg, tok))
     model.train()
     world = World(cfg.seed, "train", cfg.pool_size)
@@ -150,7 +164,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
     bar = tqdm(range(cfg.steps), desc="toy pretrain", unit="step")
     for step in bar:
         ids, mask = packed_rows(world, tok, rng, cfg.batch_size, cfg.seq_len, cfg.max_filler,
-                                cfg.answer_weight)
+                                cfg.answer_weight, cfg.task_share, cfg.seed)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         loss = lm_loss(model, ids, mask)
@@ -193,6 +207,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool-size", type=int, default=d.pool_size, help="names per kind in the world")
     p.add_argument("--answer-weight", type=float, default=d.answer_weight,
                    help="loss weight of answer tokens relative to the rest")
+    p.add_argument("--task-share", type=float, default=d.task_share,
+                   help="share of pretraining documents that are study-task prompts (0 to 1)")
     p.add_argument("--init", default=None, help="continue training from this checkpoint folder")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: default)")
 
@@ -200,7 +216,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> dict:
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup=args.warmup, max_filler=args.max_filler, pool_size=args.pool_size,
-                         answer_weight=args.answer_weight,
+                         answer_weight=args.answer_weight, task_share=args.task_share,
                          init=args.init, threads=args.threads)
     _, _, summary = pretrain(cfg, args.out)
     return summary

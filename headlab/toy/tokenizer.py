@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 
@@ -23,9 +24,27 @@ def _corpus(seed: int, n_docs: int) -> Iterator[str]:
             yield document(world, rng, rng.randint(2, 12))
 
 
+def _task_corpus(seed: int, n_docs: int, bootstrap: PreTrainedTokenizerFast,
+                 max_tokens: int) -> Iterator[str]:
+    from headlab.toy.task_corpus import task_document  # the task generator imports this package's world
+
+    for split in ("train", "heldout"):
+        rng = random.Random(f"tokenizer-tasks-{seed}-{split}")
+        for _ in range(n_docs):
+            yield task_document(bootstrap, rng, max_tokens, seed=seed, split=split)
+
+
 def train_tokenizer(seed: int = 0, vocab_size: int = 2048, n_docs: int = 4000,
-                    model_max_length: int = 256) -> PreTrainedTokenizerFast:
-    """Train byte-level BPE on generated documents; EOS doubles as BOS and padding."""
+                    model_max_length: int = 256, with_tasks: bool = False) -> PreTrainedTokenizerFast:
+    """Train byte-level BPE on generated documents; EOS doubles as BOS and padding.
+
+    `with_tasks` adds study-task prompts to the training text. Task documents are sized in tokens, so a
+    first tokenizer trained without them measures their length, then the final one is trained on both.
+    """
+    extra: list[str] = []
+    if with_tasks:
+        bootstrap = train_tokenizer(seed, vocab_size, n_docs, model_max_length)
+        extra = list(_task_corpus(seed, n_docs // 4, bootstrap, model_max_length))
     tok = Tokenizer(models.BPE())
     # Each newline is its own token, never merged ("\n\n" is two tokens): the answer's stop token is then
     # always the same single "\n" whether or not another question follows.
@@ -36,6 +55,6 @@ def train_tokenizer(seed: int = 0, vocab_size: int = 2048, n_docs: int = 4000,
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(seed, n_docs), trainer=trainer)
+    tok.train_from_iterator(itertools.chain(_corpus(seed, n_docs), extra), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS,
                                    unk_token=None, model_max_length=model_max_length)
