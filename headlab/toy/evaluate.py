@@ -65,13 +65,29 @@ def niah_accuracy(model, tok, context_tokens: int, n: int = 40, seed: int = 777,
     return {"context_tokens": context_tokens, "n": n, "exact_sentence": exact / n, "short_answer": short / n}
 
 
+def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dict[str, float]:
+    """Mean task score per study task on held-out "real" examples (held-out names and wordings) of
+    `length` prompt tokens: what the study's evaluation measures, here at a length of the caller's choice."""
+    from headlab.data.example import TASKS
+    from headlab.data.tasks import GenConfig, generate_examples
+    from headlab.evaluate import EvalConfig, evaluate_examples
+
+    out = {}
+    for task in TASKS:
+        examples = generate_examples(GenConfig(task, "real", "diverse", n=n, length=length, seed=seed), tok)
+        _, summary = evaluate_examples(model, tok, examples, EvalConfig(allow_long_context=True))
+        out[task] = round(summary["score"], 3)
+    return out
+
+
 def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     quality = {"ppl_heldout_docs": round(perplexity(model, tok, "train"), 3),
                "ppl_heldout_names": round(perplexity(model, tok, "heldout"), 3),
                "niah": [niah_accuracy(model, tok, L, n) for L in lengths],
-               "niah_heldout_names": [niah_accuracy(model, tok, L, n, split="heldout") for L in lengths[:1]]}
+               "niah_heldout_names": [niah_accuracy(model, tok, L, n, split="heldout") for L in lengths[:1]],
+               "tasks": {str(L): task_accuracy(model, tok, L, n) for L in lengths if L >= 256}}
     return quality
 
 
