@@ -56,12 +56,16 @@ def ranked(means: dict[str, float]) -> list[str]:
 
 
 def select_heads(means: dict[str, float], threshold: float | None = 0.1, top_k: int | None = None) -> list[str]:
-    """The retrieval heads: the top K when top_k is given, else those with mean >= threshold; ranked."""
+    """The retrieval heads: the top K when top_k is given, else those with mean >= threshold; ranked.
+
+    A top-K set never includes a head whose mean is 0: it never copied, and ranking ties at zero by index
+    would fill the set with arbitrary heads (often a whole early layer). Fewer than K heads come back then.
+    """
     order = ranked(means)
     if top_k is not None:
         if top_k < 0:
             raise HeadlabError(f"top-k must be >= 0, got {top_k}")
-        return order[:top_k]
+        return [n for n in order[:top_k] if means[n] > 0]
     if threshold is None:
         return order
     return [n for n in order if means[n] >= threshold]

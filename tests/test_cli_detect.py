@@ -92,9 +92,10 @@ def test_bad_head_files(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("threshold,top_k,expected", [(0.2, None, ["a", "b"]), (None, 1, ["a"]),
-                                                      (0.9, None, [])])
+                                                      (0.9, None, []), (None, 4, ["a", "b", "c"])])
 def test_select_heads(threshold, top_k, expected):
-    names = {"a": "0-0", "b": "0-1", "c": "1-0"}
-    means = {names["a"]: 0.5, names["b"]: 0.2, names["c"]: 0.1}
+    # "z" never copied: a top-K set leaves it out rather than padding K with zero-score heads.
+    names = {"a": "0-1", "b": "1-0", "c": "1-1", "z": "0-0"}
+    means = {names["a"]: 0.5, names["b"]: 0.2, names["c"]: 0.1, names["z"]: 0.0}
     inverse = {v: k for k, v in names.items()}
     assert [inverse[h] for h in select_heads(means, threshold, top_k)] == expected

@@ -44,7 +44,7 @@ def _fake_run(root: Path, config: StudyConfig) -> dict[str, Path]:
         deps[f"eval/{task}/{m}"] = root / "eval" / task / m
         atomic_write_json(root / "eval" / task / m / "summary.json", {"score": 0.2 + 0.15 * i, "n": 16})
         atomic_write_json(root / "knockout" / task / m / "knockout.json",
-                          {"baseline": 0.8, "top": 0.3, "random_mean": 0.7, "random_std": 0.05})
+                          {"k": 4, "baseline": 0.8, "top": 0.3, "random_mean": 0.7, "random_std": 0.05})
         atomic_write_json(root / "heads" / task / m / "summary.json", {"probes_counted": 8})
         head_heatmap(rng.random((4, 8)), root / "heads" / task / m / "retrieval_heads.png")
     for v in config.variants:

@@ -59,9 +59,9 @@ def findings(numbers: dict, config: StudyConfig) -> list[str]:
         worse = sum(1 for _, top, rnd in drops if top > rnd)
         mean_top = statistics.fmean(d[1] for d in drops)
         mean_rnd = statistics.fmean(d[2] for d in drops)
-        out.append(f"{task}: knocking out the top-{config.top_k} retrieval heads lowers the score by "
-                   f"{mean_top:.2f} on average over {len(drops)} models, against {mean_rnd:.2f} for "
-                   f"{config.top_k} random heads; the top heads hurt more in {worse} of {len(drops)} models.")
+        out.append(f"{task}: knocking out each model's top retrieval heads ({_k_range(t['knockout'])}) lowers "
+                   f"the score by {mean_top:.2f} on average over {len(drops)} models, against {mean_rnd:.2f} for "
+                   f"as many random heads; the top heads hurt more in {worse} of {len(drops)} models.")
         gains = [(v, p["sets"]["intersection"]["mean"] - p["target"]) for v, p in t["patch"].items()
                  if "intersection" in p["sets"]]
         if gains:
@@ -69,6 +69,12 @@ def findings(numbers: dict, config: StudyConfig) -> list[str]:
             out.append(f"{task}: patching the shared retrieval heads from the real-data model into the synthetic-data "
                        f"models changes their score by {mean_gain:+.2f} on average ({len(gains)} models).")
     return out
+
+
+def _k_range(knockouts: dict[str, dict]) -> str:
+    """"K = 5" or "K = 4-8": models can have fewer heads with a non-zero score than top_k asks for."""
+    ks = sorted({k["k"] for k in knockouts.values()})
+    return f"K = {ks[0]}" if len(ks) == 1 else f"K = {ks[0]}-{ks[-1]}"
 
 
 def _bar_scores(numbers: dict, config: StudyConfig, path: Path) -> None:
@@ -158,7 +164,9 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
         page.heading(f"{task}: knockout and patching")
         _knockout_bars(task, t, figures / f"knockout_{task}.png")
         _patch_bars(task, t, figures / f"patching_{task}.png")
-        page.figure(figures / f"knockout_{task}.png", f"{task}: top-{config.top_k} vs random knockout")
+        page.figure(figures / f"knockout_{task}.png",
+                    f"{task}: top retrieval heads ({_k_range(t['knockout'])}) vs as many "
+                    f"random heads, knocked out")
         page.figure(figures / f"patching_{task}.png", f"{task}: cross-model patching")
     page.heading("Needle in a haystack")
     for niah in sorted((root / "niah").iterdir()):

@@ -139,9 +139,13 @@ def run_compare(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def _ranking(heads_folder: Path) -> list[str]:
+    """Heads by mean task retrieval score, leaving out those that never scored (see heads.select_heads);
+    the whole ranking when none scored."""
     from headlab.heads import ranked
 
-    return ranked(read_json(heads_folder / "summary.json")["mean_scores"])
+    means = read_json(heads_folder / "summary.json")["mean_scores"]
+    order = ranked(means)
+    return [n for n in order if means[n] > 0] or order
 
 
 def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
@@ -150,9 +154,10 @@ def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
     items = _eval_items(ctx, i["data"], tokenizer)
-    ko = KnockoutConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], curve=[],  # K only: the budget
+    ranking = _ranking(ctx.deps[i["heads"]])
+    ko = KnockoutConfig(k=min(i["top_k"], len(ranking)), seeds=i["seeds"], seed=i["seed"], curve=[],  # K only
                         max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
-    write_knockout(run_knockout(model, tokenizer, items, _ranking(ctx.deps[i["heads"]]), ko), ctx.out, ko)
+    write_knockout(run_knockout(model, tokenizer, items, ranking, ko), ctx.out, ko)
 
 
 def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
@@ -162,10 +167,10 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
     source, tokenizer = _load(ctx, i["source"], config)
     target, _ = _load(ctx, i["target"], config)
     items = _eval_items(ctx, i["data"], tokenizer)
-    pc = PatchConfig(k=i["top_k"], seeds=i["seeds"], seed=i["seed"], max_new_tokens=i["max_new_tokens"],
-                     batch_size=config.batch_size, progress=False)
-    result = run_patching(source, target, tokenizer, items, _ranking(ctx.deps[i["source_heads"]]),
-                          _ranking(ctx.deps[i["target_heads"]]), pc)
+    source_ranking, target_ranking = _ranking(ctx.deps[i["source_heads"]]), _ranking(ctx.deps[i["target_heads"]])
+    pc = PatchConfig(k=min(i["top_k"], len(source_ranking), len(target_ranking)), seeds=i["seeds"], seed=i["seed"],
+                     max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
+    result = run_patching(source, target, tokenizer, items, source_ranking, target_ranking, pc)
     write_patching(result, ctx.out, pc)
 
 
