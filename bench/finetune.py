@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
 
         shipped = default_model_dir()
         model = str(shipped) if (shipped / "config.json").is_file() else random_toy_model(tmp / "model")
-    cfg = FinetuneConfig(model=model, data=str(tmp / "train.jsonl"), out=str(tmp / "run"), context_length=a.length,
+    # Prompts fill `length` tokens; the context also holds the answer after them.
+    cfg = FinetuneConfig(model=model, data=str(tmp / "train.jsonl"), out=str(tmp / "run"), context_length=a.length + 32,
                          steps=a.steps, batch_size=a.batch_size, lr=1e-3, logging_steps=10**6)
     tokenizer, config, _ = prepare(cfg)
     save_examples(generate_examples(GenConfig("mdqa", "real", "diverse", n=a.examples, length=a.length, seed=0),
