@@ -96,3 +96,10 @@ def test_task_documents_are_packed_whole_with_their_answer_weighted(tok):
         weighted = tok.decode(ids[r][w[r] == 4.0])
         answer_lines = [line for line in text.split("\n") if line.startswith("Answer: ")]
         assert answer_lines and weighted == "".join(line[len("Answer:"):] + "\n" for line in answer_lines)
+
+
+@pytest.mark.parametrize("field,value", [("steps", 0), ("batch_size", 0), ("task_share", 1.5), ("task_share", -0.1)])
+def test_bad_pretrain_settings_name_the_field(field, value, tmp_path):
+    with pytest.raises(HeadlabError, match=field):
+        pretrain(PretrainConfig(**{field: value}), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written

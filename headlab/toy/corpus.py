@@ -23,7 +23,8 @@ def render_prompt(context: str, question: str) -> str:
     return f"{context}\n\nQuestion: {question}\nAnswer:"
 
 
-def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
+def pick_from_mix(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
+    """One name from (name, probability) pairs."""
     x = rng.random()
     for name, p in mix:
         x -= p
@@ -38,7 +39,7 @@ def document(world: World, rng: random.Random, n_filler: int) -> str:
     Half the documents are needle-style (one to three facts in a long haystack), half are fact-dense
     (several facts per paragraph, so the question has to pick the right one among distractors).
     """
-    diversity = _pick(rng, _DIVERSITY_MIX)
+    diversity = pick_from_mix(rng, _DIVERSITY_MIX)
     n_facts = rng.randint(1, 3) if rng.random() < 0.5 else rng.randint(4, 8)
     facts = world.sample_facts(rng, n_facts)
     realism = "real" if rng.random() < 0.7 else "templated"

@@ -140,6 +140,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise HeadlabError(f"headlab/toy/pretrain.py: field 'steps'/'batch_size' must be >= 1, got "
                            f"{cfg.steps}/{cfg.batch_size}")
+    if not 0.0 <= cfg.task_share <= 1.0:
+        raise HeadlabError(f"headlab/toy/pretrain.py: field 'task_share' must be in [0, 1], got {cfg.task_share}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()

@@ -16,18 +16,10 @@ from headlab.data.example import HAYSTACK_DIVERSITIES, TASKS
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_example
 from headlab.errors import HeadlabError
+from headlab.toy.corpus import pick_from_mix
 
 # Needle realism of pretraining task documents: mostly natural wordings, some fixed templates and symbols.
 _REALISM_MIX = (("real", 0.6), ("templated", 0.2), ("symbolic", 0.2))
-
-
-def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
-    x = rng.random()
-    for name, p in mix:
-        x -= p
-        if x < 0:
-            return name
-    return mix[-1][0]
 
 
 def task_document(tokenizer: Any, rng: random.Random, max_tokens: int, seed: int = 0,
@@ -38,7 +30,7 @@ def task_document(tokenizer: Any, rng: random.Random, max_tokens: int, seed: int
     documents is redrawn.
     """
     for _ in range(20):
-        config = GenConfig(task=rng.choice(TASKS), needle_realism=_pick(rng, _REALISM_MIX),
+        config = GenConfig(task=rng.choice(TASKS), needle_realism=pick_from_mix(rng, _REALISM_MIX),
                            haystack_diversity=rng.choice(HAYSTACK_DIVERSITIES), n=1,
                            length=rng.randint(max_tokens * 3 // 4, max_tokens), seed=seed,
                            doc_sentences=(1, 4), split=split)
