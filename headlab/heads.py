@@ -55,17 +55,20 @@ def ranked(means: dict[str, float]) -> list[str]:
     return sorted(means, key=lambda n: (-means[n], parse_head(n)))
 
 
-def select_heads(means: dict[str, float], threshold: float | None = 0.1, top_k: int | None = None) -> list[str]:
-    """The retrieval heads: the top K when top_k is given, else those with mean >= threshold; ranked.
+def scored_ranking(means: dict[str, float]) -> list[str]:
+    """`ranked`, without the heads whose mean is 0: they never copied, and ranking their ties by index would
+    fill a top-K set with arbitrary heads (often a whole early layer)."""
+    return [n for n in ranked(means) if means[n] > 0]
 
-    A top-K set never includes a head whose mean is 0: it never copied, and ranking ties at zero by index
-    would fill the set with arbitrary heads (often a whole early layer). Fewer than K heads come back then.
-    """
+
+def select_heads(means: dict[str, float], threshold: float | None = 0.1, top_k: int | None = None) -> list[str]:
+    """The retrieval heads: the top K of `scored_ranking` when top_k is given (fewer when fewer heads
+    scored), else those with mean >= threshold; ranked."""
     order = ranked(means)
     if top_k is not None:
         if top_k < 0:
             raise HeadlabError(f"top-k must be >= 0, got {top_k}")
-        return [n for n in order[:top_k] if means[n] > 0]
+        return scored_ranking(means)[:top_k]
     if threshold is None:
         return order
     return [n for n in order if means[n] >= threshold]

@@ -14,12 +14,12 @@ TOY_PROBES, TOY_CONTEXT = 24, 192  # as `headlab detect` with no arguments
 
 def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
     from headlab.compare import SCORES_FILE
-    from headlab.heads import load_scores, mean_scores, ranked
+    from headlab.heads import load_scores, mean_scores, scored_ranking
     from headlab.seam import head_geometry, load_model_config
 
     file = Path(path) / SCORES_FILE if Path(path).is_dir() else Path(path)
     geometry = head_geometry(load_model_config(model_path, trust_remote_code))
-    return ranked(mean_scores(load_scores(file, geometry)))
+    return scored_ranking(mean_scores(load_scores(file, geometry)))
 
 
 def _items(args: argparse.Namespace, tokenizer, model_path: str):

@@ -99,3 +99,11 @@ def test_select_heads(threshold, top_k, expected):
     means = {names["a"]: 0.5, names["b"]: 0.2, names["c"]: 0.1, names["z"]: 0.0}
     inverse = {v: k for k, v in names.items()}
     assert [inverse[h] for h in select_heads(means, threshold, top_k)] == expected
+
+
+def test_scored_ranking_leaves_out_heads_that_never_copied():
+    from headlab.heads import scored_ranking
+
+    means = {"0-0": 0.0, "0-1": 0.3, "1-0": 0.0, "1-1": 0.05}
+    assert scored_ranking(means) == ["0-1", "1-1"]
+    assert scored_ranking({"0-0": 0.0}) == []

@@ -163,6 +163,7 @@ def test_cli_knockout_and_patch_write_results(tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("case,message", [
     ("head out of range", "out of range"),
     ("k too large", "field 'k'"),
+    ("k above the heads that scored", "ranked heads: 1"),
     ("bad probe line", "needle_end"),
     ("limit", "--limit"),
 ])
@@ -174,6 +175,9 @@ def test_cli_knockout_bad_input_writes_nothing(tiny_model_dir, tmp_path, capsys,
         _scores(heads, ALL + ["5-0"])
     elif case == "k too large":
         args[args.index("--k") + 1] = "7"
+    elif case == "k above the heads that scored":
+        # One head ever copied: a top-2 set would be padded with a head that never did.
+        heads.write_text(json.dumps({h: [0.4 if i == 0 else 0.0] for i, h in enumerate(ALL)}))
     elif case == "bad probe line":
         data.write_text(data.read_text() + json.dumps({"input_ids": [4, 5], "needle_start": 0}) + "\n")
     else:

@@ -139,13 +139,12 @@ def run_compare(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def _ranking(heads_folder: Path) -> list[str]:
-    """Heads by mean task retrieval score, leaving out those that never scored (see heads.select_heads);
-    the whole ranking when none scored."""
-    from headlab.heads import ranked
+    """The heads that scored, best first; every head when none did (a model that never answered right still
+    gets knockout and patching controls, on the keep_failed ranking its heads stage wrote)."""
+    from headlab.heads import ranked, scored_ranking
 
     means = read_json(heads_folder / "summary.json")["mean_scores"]
-    order = ranked(means)
-    return [n for n in order if means[n] > 0] or order
+    return scored_ranking(means) or ranked(means)
 
 
 def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
