@@ -32,6 +32,17 @@ def test_records_completions_and_preferences(tmp_path):
     assert prefs == [Preference("Q", "y", "n")]
 
 
+def test_completion_metric_exact_needs_the_whole_reply(tmp_path):
+    from headlab.lofit.evaluate import score_completion
+
+    rows = [{"prompt": "Q", "completion": "Tovesk", "metric": "exact"}, {"prompt": "Q", "completion": "Tovesk"}]
+    exact, contains = load_records(_jsonl(tmp_path / "c.jsonl", rows), TOK)
+    sentence = "Mara Quill was born in Tovesk."
+    assert (exact.task, contains.task) == ("exact", "qa")
+    assert score_completion(exact, "tovesk") == 1.0 and score_completion(exact, sentence) == 0.0
+    assert score_completion(contains, sentence) == 1.0 and score_completion(contains, "Tove") == 0.0
+
+
 def test_records_from_task_examples(tmp_path):
     from headlab.data.example import save_examples
     from headlab.data.tasks import GenConfig, generate_examples
@@ -50,6 +61,7 @@ def test_records_from_task_examples(tmp_path):
     ([{"prompt": "x", "chosen": "y"}], r"c.jsonl:1: field 'rejected' is missing"),
     ([{"question": "x"}], r"c.jsonl:1: not a LoFiT record"),
     ([{"prompt": "x", "completion": "y"}, {"prompt": "x", "chosen": "y", "rejected": "z"}], r"c.jsonl:2: mixes"),
+    ([{"prompt": "x", "completion": "y", "metric": "f1"}], r"c.jsonl:1: field 'metric' must be one of"),
     ([], r"no records"),
 ])
 def test_bad_records(tmp_path, rows, match):

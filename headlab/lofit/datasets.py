@@ -3,7 +3,8 @@
 Records (all text is rendered with headlab's one prompt renderer, `headlab.data.prompts.render_prompt`):
 
 - `Completion`: a prompt and gold answers; supervised loss on the first answer only. JSONL lines are either
-  `{"prompt", "completion"}` (optional "answers": aliases) or a headlab task example (docs/data.md).
+  `{"prompt", "completion"}` (optional "answers": aliases; optional "metric": "contains" or "exact") or a
+  headlab task example (docs/data.md).
 - `Preference`: `{"prompt", "chosen", "rejected"}`, for the DPO loss (LoFiT's TruthfulQA recipe).
 - `MultipleChoice`: TruthfulQA MC1/MC2, scored by log-likelihood over the choices.
 
@@ -33,7 +34,7 @@ from headlab.io import iter_jsonl, require
 class Completion:
     prompt: str
     answers: list[str]
-    task: str = "qa"                     # "qa" (substring match) or a headlab task name, for scoring
+    task: str = "qa"                     # scoring: "qa" (substring match), "exact" (exact match) or a task name
     gold_doc_ids: list[int] = field(default_factory=list)
     id: str = ""
 
@@ -56,6 +57,11 @@ class MultipleChoice:
     mc1_labels: list[int]                # exactly one 1: the best answer
     mc2_labels: list[int]                # every true answer is 1
     id: str = ""
+
+
+# A prompt/completion record's optional "metric": whether the answer may sit inside a longer reply ("contains",
+# the default) or must be the whole reply ("exact", after SQuAD normalisation).
+COMPLETION_METRICS = {"contains": "qa", "exact": "exact"}
 
 
 def _read_json_or_jsonl(path: Path) -> list[tuple[int | None, Any]]:
@@ -91,7 +97,11 @@ def load_records(path: str | Path, tokenizer) -> list[Completion] | list[Prefere
             aliases = obj.get("answers", [])
             if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
                 raise HeadlabError(f"{where(path, lineno, 'answers')} must be a list of strings")
-            rec = Completion(prompt, [completion, *aliases], id=str(obj.get("id", lineno)))
+            metric = obj.get("metric", "contains")
+            if metric not in COMPLETION_METRICS:
+                raise HeadlabError(f"{where(path, lineno, 'metric')} must be one of {sorted(COMPLETION_METRICS)}, "
+                                   f"got {metric!r}")
+            rec = Completion(prompt, [completion, *aliases], COMPLETION_METRICS[metric], id=str(obj.get("id", lineno)))
         else:
             raise HeadlabError(f"{where(path, lineno)}: not a LoFiT record (expected prompt/completion, "
                                "prompt/chosen/rejected, or a task example)")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from headlab.data.metrics import substring_match, task_score
+from headlab.data.metrics import exact_match, substring_match, task_score
 from headlab.data.prompts import encode_prompt
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
@@ -28,6 +28,8 @@ def greedy_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> st
 def score_completion(record: Completion, prediction: str) -> float:
     if record.task == "qa":
         return substring_match(prediction, record.answers)
+    if record.task == "exact":
+        return exact_match(prediction, record.answers)
     return task_score(record.task, prediction, record.answers, record.gold_doc_ids)
 
 
