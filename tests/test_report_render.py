@@ -15,14 +15,11 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from study_fake import fake_run
 
-from headlab.compare import plot_recall_vs_score, recall_score_correlation
-from headlab.io import atomic_write_json
-from headlab.niah_sweep import niah_heatmap
-from headlab.plots import head_heatmap
-from headlab.study.config import REAL, StudyConfig
+from headlab.study.config import StudyConfig
 from headlab.study.pipeline import StageContext
-from headlab.study.report import BASE, write_report
+from headlab.study.report import write_report
 
 WIDTH, HEIGHT = 1280, 2400
 TITLE = "headlab study: synthetic context extension and retrieval heads"
@@ -32,35 +29,6 @@ C3_RED = np.array([0xD6, 0x27, 0x28]) / 255  # the recall-vs-score scatter and t
 
 def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _fake_run(root: Path, config: StudyConfig) -> dict[str, Path]:
-    """Write what `collect` and `write_report` read from a finished run; returns the report's deps."""
-    rng = np.random.default_rng(0)
-    task = config.tasks[0]
-    models = [BASE, *config.models]
-    deps = {}
-    for i, m in enumerate(models):
-        deps[f"eval/{task}/{m}"] = root / "eval" / task / m
-        atomic_write_json(root / "eval" / task / m / "summary.json", {"score": 0.2 + 0.15 * i, "n": 16})
-        atomic_write_json(root / "knockout" / task / m / "knockout.json",
-                          {"k": 4, "baseline": 0.8, "top": 0.3, "random_mean": 0.7, "random_std": 0.05})
-        atomic_write_json(root / "heads" / task / m / "summary.json", {"probes_counted": 8})
-        head_heatmap(rng.random((4, 8)), root / "heads" / task / m / "retrieval_heads.png")
-    for v in config.variants:
-        atomic_write_json(root / "patch" / task / v / "patching.json", {
-            "target": 0.4, "source": 0.8,
-            "sets": {s: {"mean": 0.5} for s in ("intersection", "complement", "random")}})
-    rows = [{"label": v, "recall": 0.25 * (i + 1), "jaccard": 0.2, "cosine": 0.9, "score": 0.3 + 0.2 * i}
-            for i, v in enumerate(config.variants)]
-    compare = {"vs_reference": rows, "files": [], "reference": "x",
-               "spearman": recall_score_correlation([r["recall"] for r in rows], [r["score"] for r in rows])}
-    atomic_write_json(root / "compare" / task / "compare.json", compare)
-    plot_recall_vs_score(compare, root / "compare" / task / "recall_vs_score.png")
-    for label in (BASE, f"{task}-{REAL}"):
-        niah_heatmap({"lengths": [256, 512], "depths": [0.0, 1.0], "scores": [[1.0, 0.5], [0.5, 0.0]], "mean": 0.5},
-                     root / "niah" / label / "niah.png")
-    return deps
 
 
 def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -81,7 +49,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         pytest.skip("no chromium or chromium-browser on PATH (Debian: apt-get install chromium)")
     config = StudyConfig(tasks=["mdqa"], variants=["symbolic-diverse", "templated-repetitive", "real-repetitive"])
     out = tmp_path / "report"
-    write_report(StageContext(out=out, work=tmp_path / "work", deps=_fake_run(tmp_path / "run", config), inputs={}),
+    write_report(StageContext(out=out, work=tmp_path / "work", deps=fake_run(tmp_path / "run", config), inputs={}),
                  config)
     url = (out / "report.html").as_uri()
     # base + real + 3 variants heads maps, scores, scatter, knockout, patching, 2 NIAH maps.

@@ -11,7 +11,7 @@ from headlab.toy.evaluate import answer
 from headlab.toy.probes import niah_probes
 from headlab.toy.world import World
 
-NIAH_MIN = 6  # 7 of 12 when shipped
+NIAH_MIN = 9  # 11 of 12 copied exactly, 12 of 12 with the right answer, when shipped
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +34,19 @@ def test_checkpoint_files_and_shape(shipped):
     assert c.max_position_embeddings == tok.model_max_length == 256
     assert tok.eos_token_id == c.eos_token_id and tok.pad_token_id is not None
     meta = json.loads((path / "training.json").read_text())
-    assert meta["quality"]["niah"][0]["exact_sentence"] >= 0.5
+    assert meta["quality"]["niah"][0]["short_answer"] >= 0.9  # the in-context NIAH target
+    assert meta["quality"]["niah"][0]["exact_sentence"] >= 0.7
     assert meta["quality"]["tasks"]["256"]["citation"] > 0.3  # the study tasks work inside its context
 
 
 def test_answers_fixed_niah_probes_by_copying_the_needle(shipped):
-    # The shipped model copies the needle exactly in about 55-60% of in-context probes (training.json);
-    # a broken model or probe format scores near 0.
+    # The shipped model copies the needle exactly in 80-85% of in-context probes (training.json) and finds
+    # its answer in 97.5%; a broken model or probe format scores near 0.
     model, tok = shipped
     probes = niah_probes(tok, 12, 192, seed=2024)
     got = [answer(model, tok, p["context"], p["question"]) for p in probes]
     assert sum(g == p["needle"] for g, p in zip(got, probes, strict=True)) >= NIAH_MIN, got
+    assert sum(p["short_answer"] in g for g, p in zip(got, probes, strict=True)) >= 11, got
 
 
 def test_picks_the_asked_fact_among_distractors(shipped):
@@ -59,5 +61,5 @@ def test_picks_the_asked_fact_among_distractors(shipped):
             got = answer(model, tok, context, w.question(f))
             right += w.short_answer(f) in got
             wrong += w.short_answer(other) in got
-    # 14 right and 0 wrong of 20 when shipped; a model that ignores the question splits them about evenly.
-    assert right >= 12 and wrong <= 3, (right, wrong)
+    # 19 right and 0 wrong of 20 when shipped; a model that ignores the question splits them about evenly.
+    assert right >= 16 and wrong <= 2, (right, wrong)

@@ -53,22 +53,37 @@ def findings(numbers: dict, config: StudyConfig) -> list[str]:
                 strength = "significant" if sp["p"] < 0.05 else "not significant"
                 out.append(f"{task}: Spearman rho between retrieval-head recall and score across the "
                            f"{sp['n']} synthetic variants is {sp['rho']:.2f} (p={sp['p']:.2g}, {strength} at 0.05).")
-        drops = []
-        for m, k in t["knockout"].items():
-            drops.append((m, k["baseline"] - k["top"], k["baseline"] - k["random_mean"]))
-        worse = sum(1 for _, top, rnd in drops if top > rnd)
-        mean_top = statistics.fmean(d[1] for d in drops)
-        mean_rnd = statistics.fmean(d[2] for d in drops)
-        out.append(f"{task}: knocking out each model's top retrieval heads ({_k_range(t['knockout'])}) lowers "
-                   f"the score by {mean_top:.2f} on average over {len(drops)} models, against {mean_rnd:.2f} for "
-                   f"as many random heads; the top heads hurt more in {worse} of {len(drops)} models.")
+        knocked = _knocked_out(t)
+        skipped = len(t["knockout"]) - len(knocked)
+        no_heads = f" ({skipped} of {len(t['knockout'])} models skipped: no head scored)" if skipped else ""
+        if knocked:
+            drops = [(k["baseline"] - k["top"], k["baseline"] - k["random_mean"]) for k in knocked.values()]
+            worse = sum(1 for top, rnd in drops if top > rnd)
+            mean_top = statistics.fmean(d[0] for d in drops)
+            mean_rnd = statistics.fmean(d[1] for d in drops)
+            out.append(f"{task}: knocking out each model's top retrieval heads ({_k_range(knocked)}) lowers the "
+                       f"score by {mean_top:.2f} on average over {_count(len(drops), 'model')}, against "
+                       f"{mean_rnd:.2f} for as many random heads; the top heads hurt more in {worse} of "
+                       f"{len(drops)}{no_heads}.")
+        else:
+            out.append(f"{task}: no knockout: no model has a head with a non-zero task retrieval score.")
+        # An empty intersection patches nothing; it would count as "no change" and dilute the mean.
         gains = [(v, p["sets"]["intersection"]["mean"] - p["target"]) for v, p in t["patch"].items()
-                 if "intersection" in p["sets"]]
+                 if p["sets"].get("intersection", {}).get("size", 0) > 0]
         if gains:
             mean_gain = statistics.fmean(g for _, g in gains)
             out.append(f"{task}: patching the shared retrieval heads from the real-data model into the synthetic-data "
-                       f"models changes their score by {mean_gain:+.2f} on average ({len(gains)} models).")
+                       f"models changes their score by {mean_gain:+.2f} on average ({_count(len(gains), 'model')}).")
     return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _knocked_out(t: dict) -> dict[str, dict]:
+    """The models whose knockout ran (a model with no scored head has nothing to knock out)."""
+    return {m: k for m, k in t["knockout"].items() if not k.get("skipped")}
 
 
 def _k_range(knockouts: dict[str, dict]) -> str:
@@ -93,11 +108,11 @@ def _bar_scores(numbers: dict, config: StudyConfig, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _knockout_bars(task: str, t: dict, path: Path) -> None:
-    models = list(t["knockout"])
+def _knockout_bars(task: str, knocked: dict[str, dict], path: Path) -> None:
+    models = list(knocked)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(models) + 2), 3.6))
     x = range(len(models))
-    ko = [t["knockout"][m] for m in models]
+    ko = [knocked[m] for m in models]
     ax.bar([i - 0.27 for i in x], [k["baseline"] for k in ko], 0.27, label="no knockout", color="0.7")
     ax.bar(list(x), [k["top"] for k in ko], 0.27, label="top-K retrieval heads", color="C3")
     ax.bar([i + 0.27 for i in x], [k["random_mean"] for k in ko], 0.27, yerr=[k["random_std"] for k in ko],
@@ -111,7 +126,7 @@ def _knockout_bars(task: str, t: dict, path: Path) -> None:
 
 
 def _patch_bars(task: str, t: dict, path: Path) -> None:
-    variants = list(t["patch"])
+    variants = [v for v, p in t["patch"].items() if not p.get("skipped")]
     names = ["target", "intersection", "complement", "random", "source"]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(variants) + 2), 3.6))
     width = 0.8 / len(names)
@@ -162,12 +177,19 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
             page.figure(root / "heads" / task / m / "retrieval_heads.png",
                         f"{task} / {m}: task retrieval score per head ({t['probes_counted'][m]} probes counted)")
         page.heading(f"{task}: knockout and patching")
-        _knockout_bars(task, t, figures / f"knockout_{task}.png")
-        _patch_bars(task, t, figures / f"patching_{task}.png")
-        page.figure(figures / f"knockout_{task}.png",
-                    f"{task}: top retrieval heads ({_k_range(t['knockout'])}) vs as many "
-                    f"random heads, knocked out")
-        page.figure(figures / f"patching_{task}.png", f"{task}: cross-model patching")
+        knocked = _knocked_out(t)
+        skipped = sorted(set(t["knockout"]) - set(knocked)) + sorted(v for v, p in t["patch"].items()
+                                                                     if p.get("skipped"))
+        if skipped:
+            page.paragraph(f"Skipped for {', '.join(dict.fromkeys(skipped))}: no head has a non-zero task "
+                           "retrieval score, so there is no top-K set to knock out or patch.")
+        if knocked:
+            _knockout_bars(task, knocked, figures / f"knockout_{task}.png")
+            page.figure(figures / f"knockout_{task}.png",
+                        f"{task}: top retrieval heads ({_k_range(knocked)}) vs as many random heads, knocked out")
+        if any(not p.get("skipped") for p in t["patch"].values()):
+            _patch_bars(task, t, figures / f"patching_{task}.png")
+            page.figure(figures / f"patching_{task}.png", f"{task}: cross-model patching")
     page.heading("Needle in a haystack")
     for niah in sorted((root / "niah").iterdir()):
         if (niah / "niah.png").is_file():

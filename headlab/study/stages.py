@@ -138,13 +138,15 @@ def run_compare(ctx: StageContext, config: StudyConfig) -> None:
     write_compare(result, ctx.out)
 
 
-def _ranking(heads_folder: Path) -> list[str]:
-    """The heads that scored, best first; every head when none did (a model that never answered right still
-    gets knockout and patching controls, on the keep_failed ranking its heads stage wrote)."""
-    from headlab.heads import ranked, scored_ranking
+NO_SCORED_HEADS = "no head has a non-zero retrieval score on this task's probes"
 
-    means = read_json(heads_folder / "summary.json")["mean_scores"]
-    return scored_ranking(means) or ranked(means)
+
+def _ranking(heads_folder: Path) -> list[str]:
+    """The heads that scored, best first; empty when none did. Heads with a zero score tie, and their order
+    is only their index: knocking out or patching "the top" of them would test layer 0, not retrieval."""
+    from headlab.heads import scored_ranking
+
+    return scored_ranking(read_json(heads_folder / "summary.json")["mean_scores"])
 
 
 def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
@@ -154,6 +156,9 @@ def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
     model, tokenizer = _load(ctx, i["model"], config)
     items = _eval_items(ctx, i["data"], tokenizer)
     ranking = _ranking(ctx.deps[i["heads"]])
+    if not ranking:
+        atomic_write_json(ctx.out / "knockout.json", {"k": 0, "skipped": NO_SCORED_HEADS})
+        return
     ko = KnockoutConfig(k=min(i["top_k"], len(ranking)), seeds=i["seeds"], seed=i["seed"], curve=[],  # K only
                         max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
     write_knockout(run_knockout(model, tokenizer, items, ranking, ko), ctx.out, ko)
@@ -167,6 +172,10 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
     target, _ = _load(ctx, i["target"], config)
     items = _eval_items(ctx, i["data"], tokenizer)
     source_ranking, target_ranking = _ranking(ctx.deps[i["source_heads"]]), _ranking(ctx.deps[i["target_heads"]])
+    if not source_ranking or not target_ranking:
+        which = "source (real-data model)" if not source_ranking else "target"
+        atomic_write_json(ctx.out / "patching.json", {"k": 0, "sets": {}, "skipped": f"{which}: {NO_SCORED_HEADS}"})
+        return
     pc = PatchConfig(k=min(i["top_k"], len(source_ranking), len(target_ranking)), seeds=i["seeds"], seed=i["seed"],
                      max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
     result = run_patching(source, target, tokenizer, items, source_ranking, target_ranking, pc)

@@ -29,7 +29,7 @@ from headlab.toy.world import World
 @dataclass
 class PretrainConfig:
     seed: int = 0
-    steps: int = 1600
+    steps: int = 1850
     batch_size: int = 12
     seq_len: int = 256           # the pretraining context; context extension is a later, separate step
     lr: float = 2e-3
