@@ -8,7 +8,7 @@ import torch
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.errors import HeadlabError
 from headlab.toy.corpus import document
-from headlab.toy.pretrain import DocumentPacker, PretrainConfig, packed_rows, pretrain
+from headlab.toy.pretrain import DocumentPacker, PretrainConfig, pretrain
 from headlab.toy.probes import niah_probes
 from headlab.toy.tokenizer import train_tokenizer
 from headlab.toy.world import World
@@ -42,7 +42,7 @@ def test_documents_answer_by_copying_a_stated_fact():
 
 
 def test_packed_rows_hold_whole_documents_and_mask_padding(tok):
-    ids, mask = packed_rows(World(0), tok, random.Random(0), 4, 128, 4)
+    ids, mask = DocumentPacker(World(0), tok, random.Random(0), 128, 4).rows(4)
     assert ids.shape == mask.shape == (4, 128)
     eos = tok.eos_token_id
     for r in range(4):
@@ -102,7 +102,7 @@ def test_a_few_training_steps_lower_the_loss(tok, tmp_path):
 
 
 def test_answer_tokens_get_the_answer_weight(tok):
-    ids, w = packed_rows(World(0), tok, random.Random(1), 2, 200, 3, answer_weight=4.0)
+    ids, w = DocumentPacker(World(0), tok, random.Random(1), 200, 3, answer_weight=4.0).rows(2)
     for r in range(2):
         weighted = tok.decode(ids[r][w[r] == 4.0])
         answers = [line[len("Answer: "):] for line in tok.decode(ids[r][w[r] > 0]).split("\n")
@@ -111,7 +111,7 @@ def test_answer_tokens_get_the_answer_weight(tok):
 
 
 def test_task_documents_are_packed_whole_with_their_answer_weighted(tok):
-    ids, w = packed_rows(World(0), tok, random.Random(2), 3, 256, 3, answer_weight=4.0, task_share=1.0)
+    ids, w = DocumentPacker(World(0), tok, random.Random(2), 256, 3, answer_weight=4.0, task_share=1.0).rows(3)
     for r in range(3):
         text = tok.decode(ids[r][w[r] > 0])
         assert text.startswith("Document [1] (Title: ")

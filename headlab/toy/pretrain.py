@@ -133,13 +133,6 @@ class DocumentPacker:
         return ids, mask
 
 
-def packed_rows(world: World, tok: PreTrainedTokenizerFast, rng: random.Random, n_rows: int,
-                seq_len: int, max_filler: int, answer_weight: float = 1.0, task_share: float = 0.0,
-                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n_rows` rows from a fresh DocumentPacker (training keeps one packer for the whole run)."""
-    return DocumentPacker(world, tok, rng, seq_len, max_filler, answer_weight, task_share, seed).rows(n_rows)
-
-
 def lm_loss(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Weighted mean next-token cross-entropy; `mask` holds each target token's weight (0: padding)."""
     logits = model(input_ids=ids).logits[:, :-1]  # (B, T-1, V)
