@@ -25,6 +25,8 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from headlab.seam import cache_kwargs, output_cache
+
 CONFIG = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
               num_key_value_heads=2, max_position_embeddings=16384, eos_token_id=None, bos_token_id=None)
 
@@ -83,7 +85,7 @@ def run_reference(length: int, new_tokens: int) -> None:
                 for head in range(n_heads):
                     i = int(attn[0, head, -1].argmax())
                     copies[layer][head] += int(lo <= i < hi and prompt[i] == token)
-            out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
+            out = model(torch.tensor([[token]]), use_cache=True, **cache_kwargs(model, output_cache(out)),
                         output_attentions=True)
         return copies
 

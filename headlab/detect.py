@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from headlab.data.probes import Probe, check_context_length
 from headlab.generate import left_pad, stop_ids
 from headlab.heads import head_name, mean_scores, select_heads
-from headlab.seam import HeadGeometry, Seam, max_positions
+from headlab.seam import HeadGeometry, Seam, cache_kwargs, max_positions, output_cache
 
 
 @dataclass
@@ -109,8 +109,8 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     with seam.capture_top1() as recorder:
         for _ in range(max_new_tokens):
             out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
+                        use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
+            cache = output_cache(out)
             token = out.logits[:, -1].argmax(-1)  # (B,)
             top1 = recorder.pop()  # (B, L, H), cache coordinates
             in_needle = (top1 >= needle_lo[:, None, None]) & (top1 < needle_hi[:, None, None])

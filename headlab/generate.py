@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from headlab.errors import HeadlabError
+from headlab.seam import cache_kwargs, output_cache
 
 
 @lru_cache(maxsize=8)
@@ -56,9 +57,9 @@ def greedy_batch(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     active = [True] * input_ids.shape[0]
     responses: list[list[int]] = [[] for _ in active]
     for _ in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                    use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
+        cache = output_cache(out)
         token = out.logits[:, -1].argmax(-1)  # (B,)
         for row, t in enumerate(token.tolist()):
             if active[row]:

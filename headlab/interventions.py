@@ -23,7 +23,7 @@ from torch import nn
 
 from headlab.errors import HeadlabError
 from headlab.heads import parse_head
-from headlab.seam import HeadGeometry, Seam
+from headlab.seam import HeadGeometry, Seam, cache_kwargs, output_cache, passed_cache
 
 MODES = ("uniform", "zero", "mean")
 WHERE = ("decode", "all")
@@ -203,7 +203,7 @@ class _Lockstep:
             step["input_ids"] = args[0]
         if "input_ids" not in step:
             raise HeadlabError("patching needs input_ids (inputs_embeds are not supported)")
-        past = kwargs.get("past_key_values")
+        past = passed_cache(kwargs)
         use_cache = past is not None or bool(kwargs.get("use_cache"))
         if past is None or past.get_seq_length() == 0:
             self.cache = None
@@ -212,11 +212,11 @@ class _Lockstep:
         self.in_source = True
         try:
             with torch.no_grad():
-                out = self.source(**step, past_key_values=self.cache if use_cache else None,
-                                  use_cache=use_cache, logits_to_keep=1)
+                out = self.source(**step, use_cache=use_cache, logits_to_keep=1,
+                                  **cache_kwargs(self.source, self.cache if use_cache else None))
         finally:
             self.in_source = False
-        self.cache = out.past_key_values if use_cache else None
+        self.cache = output_cache(out) if use_cache else None
         return None
 
     def _cross_input_step(self, step: dict) -> dict:

@@ -16,6 +16,7 @@ fast attention and no model file is forked.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -139,6 +140,42 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
 def max_positions(config) -> int | None:
     """The model's maximum position count (max_position_embeddings; n_positions for GPT-2)."""
     return getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The KV cache keyword: transformers 5.x renamed `past_key_values` to `cache` (the old name warns from 5.24 and is
+# removed in 5.40). Every forward that passes or reads a cache goes through these, so both ends of the supported
+# range work without a deprecation warning.
+
+_CACHE_NAMES = ("cache", "past_key_values")
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword this model's forward takes its KV cache by: `cache` (newer transformers) or `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper forwards **kwargs
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(model: nn.Module, cache) -> dict:
+    """`{keyword: cache}` for one forward call of `model`."""
+    return {cache_keyword(model): cache}
+
+
+def output_cache(output):
+    """The KV cache a forward returned, under whichever name this transformers version uses."""
+    for name in _CACHE_NAMES:
+        if name in output:  # ModelOutput is a mapping of the fields that were set
+            return output[name]
+    return None
+
+
+def passed_cache(kwargs: dict):
+    """The KV cache passed to a forward, under either keyword (generate uses the newer one when it can)."""
+    for name in _CACHE_NAMES:
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 import random
-from types import SimpleNamespace
 
 import pytest
 import torch
 from tiny import build_model, build_tokenizer
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate, newline_token_ids, stop_ids
@@ -61,7 +61,7 @@ class _Scripted(torch.nn.Module):
         logits = torch.zeros(input_ids.shape[0], 1, 96)
         logits[:, -1, self.script[min(self.step, len(self.script) - 1)]] = 1.0
         self.step += 1
-        return SimpleNamespace(logits=logits, past_key_values=None)
+        return CausalLMOutputWithPast(logits=logits)
 
 
 def test_stops_at_newline_and_excludes_stop():

@@ -7,7 +7,7 @@ from tiny import build_model, build_tokenizer, padded_batch, same_weights
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate
 from headlab.interventions import head_means, knockout
-from headlab.seam import Seam
+from headlab.seam import Seam, cache_kwargs, output_cache
 
 ARCHS = ["llama", "mistral-gqa", "gpt2"]
 HEADS = ["0-1", "1-2", "1-3", "2-0"]
@@ -45,9 +45,9 @@ def _decode_reference(bare, edited, ids, mask, pos):
     """Decode mode by definition: prefix through the bare model into a cache, last position through the edit."""
     with torch.no_grad():
         cache = bare(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                     use_cache=True).past_key_values
+                     use_cache=True)
         return edited(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],
-                      past_key_values=cache, use_cache=True).logits[:, -1]
+                      use_cache=True, **cache_kwargs(edited, output_cache(cache))).logits[:, -1]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -111,11 +111,11 @@ def test_generation_with_cache_and_batch_matches_reference(arch):
         r_pos = torch.arange(r_ids.shape[1])[None]
         out = []
         with torch.no_grad():
-            cache = model(input_ids=r_ids[:, :-1], use_cache=True).past_key_values
+            cache = output_cache(model(input_ids=r_ids[:, :-1], use_cache=True))
             step, p = r_ids[:, -1:], r_pos[:, -1:]
             for _ in range(6):
-                logits = edited(input_ids=step, attention_mask=r_mask, position_ids=p, past_key_values=cache,
-                                use_cache=True).logits
+                logits = edited(input_ids=step, attention_mask=r_mask, position_ids=p,
+                                use_cache=True, **cache_kwargs(edited, cache)).logits
                 t = int(logits[0, -1].argmax())
                 if t == 2:  # EOS
                     break
