@@ -204,6 +204,16 @@ def _check_run_folder(cfg: FinetuneConfig, resume: bool) -> None:
                                f"({before.get(changed[0])!r} there, {now[changed[0]]!r} now)")
 
 
+def _checkpointing_argument(enabled: bool) -> dict:
+    """Activation checkpointing under the name this transformers takes (renamed from gradient_checkpointing in 5.x)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def training_arguments(cfg: FinetuneConfig, n_rows: int):
     from transformers import TrainingArguments
 
@@ -214,9 +224,9 @@ def training_arguments(cfg: FinetuneConfig, n_rows: int):
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
         seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to="none",
-        include_num_input_tokens_seen="non_padding", activation_checkpointing=cfg.gradient_checkpointing,
+        include_num_input_tokens_seen="non_padding", **_checkpointing_argument(cfg.gradient_checkpointing),
         bf16=cfg.dtype in ("bfloat16", "bf16"), fp16=cfg.dtype in ("float16", "fp16"),
-        disable_tqdm=True, dataloader_num_workers=0, **cfg.extra)
+        disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), **cfg.extra)
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
