@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from headlab.errors import HeadlabError
+from headlab.quiet import quiet_libraries
 from headlab.toy import model_or_default
 
 
@@ -116,6 +117,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true",
+                        help="show library logging, warnings and per-model loading bars (off by default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("detect", help="retrieval-head detection (copy-paste score, Wu et al. 2024)",
@@ -176,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     try:
         args.func(args)
     except HeadlabError as e:
