@@ -166,6 +166,17 @@ def read_squad_obj(obj, folder):
     return read_squad(path)
 
 
+def test_squad2_unanswerable_questions_are_skipped(tmp_path):
+    obj = _squad()
+    obj["data"][3]["paragraphs"][0]["qas"].append(
+        {"id": "d1", "question": "Who founded Tern Island?", "answers": [], "is_impossible": True,
+         "plausible_answers": [{"text": "Ferries", "answer_start": 45}]})
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(obj))
+    examples, _ = convert_squad(path, SquadConfig(n_docs=3))
+    assert len(examples) == 10 and "d1" not in _by_id(examples)
+
+
 def test_max_tokens_fits_prompts(squad_file):
     tok = build_tokenizer()
     full, _ = convert_squad(squad_file, SquadConfig(n_docs=6, gold_position="last"))
