@@ -70,9 +70,35 @@ def _make(args: argparse.Namespace) -> None:
     print(f"wrote {len(examples)} examples to {args.out} (config in {args.out}.config.json)")
 
 
+def _squad_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The SQuAD-only options the user gave (unset ones are None, so SquadConfig's defaults apply)."""
+    given = {"task": args.task, "n_docs": args.docs, "gold_position": args.gold_position,
+             "max_tokens": args.max_tokens, "split": args.split, "heldout_fraction": args.heldout_fraction,
+             "exact_docs": args.exact_docs or None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _convert_squad(args: argparse.Namespace) -> None:
+    from headlab.data.squad import SquadConfig, convert_squad
+
+    config = SquadConfig(seed=args.seed, limit=args.limit, **_squad_options(args))
+    config.check()
+    tokenizer = load_tokenizer(args.tokenizer) if config.max_tokens is not None else None
+    examples, report = convert_squad(args.file, config, tokenizer)
+    save_examples(examples, args.out)
+    atomic_write_json(f"{args.out}.config.json", {**report, "tokenizer": args.tokenizer})
+    skipped = f", {report['skipped_too_long']} questions skipped as too long" if report["skipped_too_long"] else ""
+    print(f"wrote {len(examples)} examples to {args.out}{skipped} (config in {args.out}.config.json)")
+
+
 def _convert(args: argparse.Namespace) -> None:
     from headlab.data.loaders import load_mdqa, load_musique, load_summhay
 
+    if args.format == "squad":
+        return _convert_squad(args)
+    extra = [*_squad_options(args), *(["tokenizer"] if args.tokenizer else [])]
+    if extra:
+        raise HeadlabError(f"data convert: field '{extra[0]}' applies to --format squad only")
     if args.format == "mdqa":
         examples = load_mdqa(args.file, limit=args.limit)
     elif args.format == "musique":
@@ -135,12 +161,27 @@ def add_data_commands(subparsers: Any) -> None:
     mk.add_argument("--out", required=True, help="output JSONL file")
     mk.set_defaults(func=_make)
 
-    cv = data.add_parser("convert", help="convert a real dataset (MDQA, MuSiQue, SummHay) to headlab JSONL")
+    cv = data.add_parser("convert", help="convert a real dataset (MDQA, MuSiQue, SummHay, SQuAD) to headlab JSONL",
+                         description="Read a real dataset from a local file into headlab's task JSONL. SQuAD "
+                                     "v1.1 becomes multi-document QA or citation: each question's paragraph among "
+                                     "paragraphs of other articles, at a chosen position.")
     cv.add_argument("file")
-    cv.add_argument("--format", required=True, choices=["mdqa", "musique", "summhay"])
+    cv.add_argument("--format", required=True, choices=["mdqa", "musique", "summhay", "squad"])
     cv.add_argument("--limit", type=int, help="at most this many examples")
     cv.add_argument("--max-docs", type=int, default=20, help="summhay: documents per example (0: all)")
-    cv.add_argument("--seed", type=int, default=0, help="summhay: seed of the distractor choice")
+    cv.add_argument("--seed", type=int, default=0, help="summhay, squad: seed of the distractor choice")
+    cv.add_argument("--task", choices=["mdqa", "citation"], help="squad: the task to build (default mdqa)")
+    cv.add_argument("--docs", type=int, help="squad: documents per example, gold included (default 10)")
+    cv.add_argument("--gold-position", help="squad: first, middle, last, random (default) or a 0-based index")
+    cv.add_argument("--max-tokens", type=int, help="squad: drop distractors until the prompt fits this many "
+                                                   "tokens of --tokenizer (chat template included)")
+    cv.add_argument("--exact-docs", action="store_true",
+                    help="squad with --max-tokens: skip a question that cannot fit all --docs documents")
+    cv.add_argument("--tokenizer", help="squad with --max-tokens: tokenizer.json or local model folder "
+                                        "(default: shipped tiny model)")
+    cv.add_argument("--split", choices=["all", "train", "heldout"],
+                    help="squad: all articles (default) or the train / held-out part; the parts share no article")
+    cv.add_argument("--heldout-fraction", type=float, help="squad: share of articles held out (default 0.25)")
     cv.add_argument("--out", required=True, help="output JSONL file")
     cv.set_defaults(func=_convert)
 
