@@ -123,9 +123,12 @@ def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False)
 
 
 def default_attention(config) -> str:
-    """`sdpa` where the model class has it, else `eager` (Gemma 2: sdpa cannot soft-cap attention logits)."""
+    """`sdpa` where it computes what the model does, else `eager`: sdpa cannot soft-cap attention logits (Gemma 2;
+    transformers 5.0 still offered sdpa there and silently skipped the cap)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+    if getattr(config.get_text_config(), "attn_logit_softcapping", None) is not None:
+        return "eager"
     try:
         cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     except (KeyError, ValueError):  # remote code or an unknown config: let transformers decide

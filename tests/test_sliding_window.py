@@ -189,7 +189,7 @@ def test_z_hook_at_a_cached_step_reads_what_a_no_cache_forward_computes(arch):
                 h.__exit__(None, None, None)
     for layer in range(3):
         assert seen[layer].shape == (2, 1, 4, 16)
-        torch.testing.assert_close(seen[layer][:, 0], full[layer][:, -1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(seen[layer][:, 0], full[layer][:, -1], atol=1e-4, rtol=1e-4)  # two sdpa paths
 
 
 def _attention_tuned(model, arch, seed=5):

@@ -29,6 +29,8 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from headlab.seam import default_attention
+
 VOCAB = 96
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
               num_attention_heads=4, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
@@ -62,8 +64,8 @@ SLIDING = ["mistral-sw", "qwen2-sw", "gemma2", "gemma3", "phi3"]  # configs with
 def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0):
     """A random tiny model with peaked attention (scaled query/key weights) so that ties are rare."""
     cls, config = CONFIGS[arch]()
-    if attn == "sdpa" and not cls._supports_sdpa:  # Gemma 2: sdpa cannot soft-cap, eager is its fast path
-        attn = "eager"
+    if attn == "sdpa":  # eager where sdpa cannot compute the model (Gemma 2 soft-caps attention logits)
+        attn = default_attention(config)
     torch.manual_seed(seed)
     model = cls._from_config(copy.deepcopy(config), attn_implementation=attn).eval()
     with torch.no_grad():
