@@ -8,9 +8,11 @@ import torch
 from arch_reference import no_cache_greedy, sliding_layers, zero_queries
 from test_detect import _Tok, echo_probes, reference_scores, token_probes
 from tiny import SLIDING, WINDOW, build_model, build_tokenizer, padded_batch, same_weights
+from transformers import StaticCache
 
 from headlab.data.probes import Probe
 from headlab.detect import DetectConfig, detect_retrieval_heads
+from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate
 from headlab.interventions import knockout, patch_from_model
 from headlab.seam import Seam, cache_kwargs, last_query_top1, output_cache
@@ -220,3 +222,13 @@ def test_lockstep_patching_with_sliding_caches_follows_the_source(arch):
                              eos_token_id=None, pad_token_id=0)[0, one.shape[1]:].tolist()
     assert got == want
     assert hf == want[0]
+
+
+def test_top1_capture_refuses_a_static_cache():
+    """A static cache holds unfilled or rolled slots, not a suffix of the sequence: say so, never guess."""
+    model = build_model("mistral-sw")
+    seam = Seam.attach(model)
+    ids = torch.randint(3, 96, (1, 20), generator=torch.Generator().manual_seed(0))
+    cache = StaticCache(config=model.config, max_cache_len=64)
+    with pytest.raises(HeadlabError, match="dynamic KV cache"), torch.no_grad(), seam.capture_top1():
+        model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))
