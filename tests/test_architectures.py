@@ -86,7 +86,7 @@ def test_uniform_knockout_equals_zeroed_queries(arch):
             want = reference(input_ids=ids, attention_mask=mask, position_ids=pos).logits
     torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got[1, 5:], want[1, 5:], atol=1e-5, rtol=1e-5)
-    assert (got - base).abs().max() > 1e-2
+    assert (got - base).abs().max() > 0.02 * base.abs().max()  # Cohere 2 scales its logits down 16x
 
 
 def test_unsupported_families_get_one_line_naming_the_architecture():

@@ -8,12 +8,16 @@ from functools import lru_cache
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    Cohere2Config,
+    Cohere2ForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
+    GptOssConfig,
+    GptOssForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -27,6 +31,8 @@ from transformers import (
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
 )
 
 from headlab.seam import default_attention
@@ -57,8 +63,18 @@ CONFIGS = {
     "gemma3": lambda: (Gemma3ForCausalLM, Gemma3TextConfig(**GEMMA, num_key_value_heads=2)),
     "phi3": lambda: (Phi3ForCausalLM, Phi3Config(**COMMON, num_key_value_heads=2, sliding_window=WINDOW)),
     "olmo2": lambda: (Olmo2ForCausalLM, Olmo2Config(**COMMON, num_key_value_heads=4)),
+    "starcoder2": lambda: (Starcoder2ForCausalLM, Starcoder2Config(**COMMON, num_key_value_heads=2,
+                                                                   sliding_window=WINDOW)),
+    "cohere2": lambda: (Cohere2ForCausalLM, Cohere2Config(**COMMON, num_key_value_heads=2, sliding_window=WINDOW,
+                                                          layer_types=ALTERNATING)),
+    "gpt-oss": lambda: (GptOssForCausalLM, GptOssConfig(**COMMON, num_key_value_heads=2, head_dim=16,
+                                                         sliding_window=WINDOW, layer_types=ALTERNATING,
+                                                         num_local_experts=4, num_experts_per_tok=2,
+                                                         rope_parameters={"rope_type": "default",
+                                                                          "rope_theta": 150000.0})),
 }
-SLIDING = ["mistral-sw", "qwen2-sw", "gemma2", "gemma3", "phi3"]  # configs with at least one sliding layer
+# Configs with at least one sliding-window layer.
+SLIDING = ["mistral-sw", "qwen2-sw", "gemma2", "gemma3", "phi3", "starcoder2", "cohere2", "gpt-oss"]
 
 
 def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0):
