@@ -98,7 +98,8 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     input_ids, mask = left_pad([p.input_ids for p in probes], pad_id, device)
     width = input_ids.shape[1]
     pads = width - mask.sum(-1)
-    needle_lo = torch.tensor([p.needle_start for p in probes], device=device) + pads  # cache coordinates
+    # Positions of the left-padded sequence, the coordinates the seam reports top-1 keys in (every layer).
+    needle_lo = torch.tensor([p.needle_start for p in probes], device=device) + pads
     needle_hi = torch.tensor([p.needle_end for p in probes], device=device) + pads
 
     copies = torch.zeros(len(probes), g.n_layers, g.n_heads, device=device)
@@ -112,7 +113,7 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
                         use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
             cache = output_cache(out)
             token = out.logits[:, -1].argmax(-1)  # (B,)
-            top1 = recorder.pop()  # (B, L, H), cache coordinates
+            top1 = recorder.pop()  # (B, L, H), absolute positions (sliding-window layers mapped back)
             in_needle = (top1 >= needle_lo[:, None, None]) & (top1 < needle_hi[:, None, None])
             attended = input_ids.gather(1, top1.clamp(max=width - 1).flatten(1)).view_as(top1)
             copies += (in_needle & (attended == token[:, None, None]) & active[:, None, None]).float()

@@ -7,7 +7,8 @@ Everything headlab does to a model goes through a `Seam`:
   `[batch, pos, head, d_head]` (read it, or return a replacement);
 - per-head hooks on the attention query `[batch, head, pos, d_head]` (after RoPE), used by knockout;
 - the top-1 attended key of the last query position, for every head of every layer, computed from the
-  query and the cached keys only (never a full attention matrix).
+  query and the cached keys only (never a full attention matrix), and reported as an absolute position of
+  the sequence: a sliding-window layer's cache keeps only its last keys, and the seam maps its indices back.
 
 The query-side hooks work by registering one wrapper attention function per inner implementation
 (`sdpa`, `eager`, `flash_attention_2`) with transformers' AttentionInterface, so the model keeps its own
@@ -67,7 +68,8 @@ def head_geometry(config) -> HeadGeometry:
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     missing = [a for a in ("num_hidden_layers", "num_attention_heads", "hidden_size") if not hasattr(config, a)]
     if missing:
-        raise HeadlabError(f"unsupported model config {type(config).__name__}: missing {', '.join(missing)}")
+        raise HeadlabError(f"unsupported architecture {getattr(config, 'model_type', '?')} ({type(config).__name__}): "
+                           f"its config has no {', '.join(missing)}")
     n_heads = config.num_attention_heads
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -120,6 +122,20 @@ def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False)
     return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code))
 
 
+def default_attention(config) -> str:
+    """`sdpa` where it computes what the model does, else `eager`: sdpa cannot soft-cap attention logits (Gemma 2;
+    transformers 5.0 still offered sdpa there and silently skipped the cap)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if getattr(config.get_text_config(), "attn_logit_softcapping", None) is not None:
+        return "eager"
+    try:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except (KeyError, ValueError):  # remote code or an unknown config: let transformers decide
+        return "sdpa"
+    return "sdpa" if getattr(cls, "_supports_sdpa", True) else "eager"
+
+
 def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
                attn_implementation: str = "sdpa", trust_remote_code: bool = False):
     """Load a causal LM and its tokenizer from a local folder or hub id, in eval mode.
@@ -130,6 +146,8 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
 
     name = str(name_or_path)
     tokenizer = load_tokenizer(name, trust_remote_code)
+    if attn_implementation == "sdpa":
+        attn_implementation = default_attention(load_model_config(name, trust_remote_code))
     model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
         name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code))
@@ -198,7 +216,8 @@ def _make_wrapper(inner_name: str) -> Callable:
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         seam: Seam | None = getattr(module, "_headlab_seam", None)
         if seam is not None:
-            query = seam._on_attention(module._headlab_layer, query, key, attention_mask)
+            query = seam._on_attention(module._headlab_layer, query, key, attention_mask,
+                                       kwargs.get("sliding_window"))
         return _inner_attention(module, inner_name)(module, query, key, value, attention_mask, *args, **kwargs)
 
     return attention
@@ -217,6 +236,22 @@ def _register_wrapper(inner_name: str) -> str:
     return name
 
 
+def _architecture(model: nn.Module) -> str:
+    """`model_type (ClassName)`, the name an error about an unsupported model gives."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return f"{getattr(base.config, 'model_type', '?')} ({type(base).__name__})"
+
+
+def check_supported(model: nn.Module) -> None:
+    """One clear line for a model the seam cannot hook: its attention must go through AttentionInterface."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "_supports_attention_backend", False):
+        raise HeadlabError(
+            f"unsupported architecture {_architecture(model)}: its attention does not go through transformers' "
+            f"AttentionInterface, which every headlab hook needs"
+        )
+
+
 def find_attention_layers(model: nn.Module, n_layers: int) -> list[tuple[nn.Module, nn.Module]]:
     """(attention module, output projection) per layer, in layer order."""
     found = []
@@ -229,23 +264,38 @@ def find_attention_layers(model: nn.Module, n_layers: int) -> list[tuple[nn.Modu
             found.append((module, proj))
     if len(found) != n_layers:
         raise HeadlabError(
-            f"unsupported architecture {type(model).__name__}: expected {n_layers} attention modules with an "
+            f"unsupported architecture {_architecture(model)}: expected {n_layers} attention modules with an "
             f"output projection named one of {', '.join(_OUT_PROJ_NAMES)}, found {len(found)}"
         )
     return found
 
 
 class Top1Recorder:
-    """Collects, per forward pass, the top-1 key index of the last query for every layer and head."""
+    """Collects, per forward pass, the top-1 key position of the last query for every layer and head."""
 
     def __init__(self, n_layers: int):
         self._per_layer: list[torch.Tensor | None] = [None] * n_layers
+        self._cached: list[int] = [0] * n_layers  # keys each layer's cache held before this forward
 
-    def record(self, layer: int, top1: torch.Tensor) -> None:
-        self._per_layer[layer] = top1
+    def note_cached(self, layer: int, n: int) -> None:
+        self._cached[layer] = n
+
+    def record(self, layer: int, top1: torch.Tensor, n_query: int, n_key: int) -> None:
+        """`top1` [batch, head] indexes the `n_key` keys the attention call saw; store absolute positions.
+
+        A dynamic cache hands attention a suffix of the sequence: all of it for a full layer, its last keys for
+        a sliding-window layer (`DynamicSlidingWindowLayer`). The sequence ends at cached + n_query, so key
+        slot j is position end - n_key + j, whichever layer this is.
+        """
+        first = self._cached[layer] + n_query - n_key
+        if first < 0:
+            raise HeadlabError(f"top-1 capture: layer {layer} saw {n_key} keys but the sequence holds "
+                               f"{self._cached[layer] + n_query}; only dynamic KV caches are supported")
+        self._per_layer[layer] = top1 + first
 
     def pop(self) -> torch.Tensor:
-        """Top-1 key indices of the last forward, [batch, layer, head], in cache coordinates."""
+        """Top-1 key positions of the last forward, [batch, layer, head]: absolute positions of the sequence
+        (the left-padded input, then every token fed since), whatever the KV cache keeps."""
         if any(t is None for t in self._per_layer):
             raise RuntimeError("top-1 capture saw no attention call for some layer")
         out = torch.stack(self._per_layer, dim=1)
@@ -253,18 +303,42 @@ class Top1Recorder:
         return out
 
 
-def last_query_top1(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Top-1 key of the last query position for every head: [batch, head]. Ties go to the lowest index.
+def _cached_length(cache, layer_idx: int) -> int:
+    """Tokens a layer's KV cache has seen before this forward (0 without a cache)."""
+    if cache is None:
+        return 0
+    from transformers.cache_utils import DynamicLayer
+
+    cache = getattr(cache, "self_attention_cache", cache)  # EncoderDecoderCache (GPT-2 with cross-attention)
+    layers = getattr(cache, "layers", None)
+    if layers is None or layer_idx >= len(layers):
+        return 0  # a DynamicCache creates its layers on first use
+    layer = layers[layer_idx]
+    if not isinstance(layer, DynamicLayer):  # static layers hold unfilled or rolled slots: no suffix of the sequence
+        raise HeadlabError(f"top-1 capture needs a dynamic KV cache (DynamicCache); this one has "
+                           f"{type(layer).__name__} layers")
+    return layer.get_seq_length()  # a sliding layer counts every token seen, not only those it keeps
+
+
+def last_query_top1(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                    sliding_window: int | None = None) -> torch.Tensor:
+    """Top-1 key of the last query position for every head: [batch, head], an index into `key`. Ties go to the
+    lowest index.
 
     query [batch, head, q_len, d_head]; key [batch, kv_head, k_len, d_head] (grouped-query: each kv head is
-    shared by head // n_groups without being repeated in memory). Scaling and softmax do not change the
-    argmax, so the raw dot products decide.
+    shared by head // n_groups without being repeated in memory). Scaling, soft-capping and softmax are
+    monotonic and do not change the argmax, so the raw dot products decide. Only keys the query may see count:
+    the model's mask decides; where it carries no window (flash attention's padding mask), `sliding_window`
+    keeps the last keys only, as the kernel does.
     """
     b, n_heads, _, d = query.shape
-    n_kv = key.shape[1]
+    n_kv, k_len = key.shape[1], key.shape[2]
     q = query[:, :, -1, :].reshape(b, n_kv, n_heads // n_kv, d).float()  # (B, n_kv, groups, d)
     scores = torch.einsum("bkgd,bknd->bkgn", q, key.float()).reshape(b, n_heads, -1)  # (B, H, K)
-    valid = _last_row_key_mask(attention_mask, scores.shape[-1])
+    valid = _last_row_key_mask(attention_mask, k_len)
+    if sliding_window is not None and k_len > sliding_window and (attention_mask is None or attention_mask.ndim != 4):
+        in_window = torch.arange(k_len, device=scores.device) >= k_len - sliding_window  # (K,)
+        valid = in_window[None, None] if valid is None else valid & in_window
     if valid is not None:
         scores = scores.masked_fill(~valid, float("-inf"))
     return scores.argmax(dim=-1)
@@ -288,6 +362,7 @@ class Seam:
     def __init__(self, model: nn.Module):
         self.model = model
         self.geometry = head_geometry(model.config)
+        check_supported(model)
         inner = model.config._attn_implementation or "eager"
         if inner.startswith(_WRAPPED_PREFIX):
             inner = inner[len(_WRAPPED_PREFIX):]
@@ -358,16 +433,31 @@ class Seam:
         """Record the top-1 key of the last query for every head at every forward while active."""
         if self._top1 is not None:
             raise RuntimeError("top-1 capture is already active on this model")
-        self._top1 = Top1Recorder(self.geometry.n_layers)
+        recorder = self._top1 = Top1Recorder(self.geometry.n_layers)
+        # Each attention module sees its cache before updating it: note how many tokens it held, so that key
+        # indices become absolute positions (see Top1Recorder.record).
+        handles = [attn.register_forward_pre_hook(self._make_cache_reader(recorder, i), with_kwargs=True)
+                   for i, (attn, _) in enumerate(self.layers)]
         try:
-            yield self._top1
+            yield recorder
         finally:
+            for handle in handles:
+                handle.remove()
             self._top1 = None
 
+    @staticmethod
+    def _make_cache_reader(recorder: Top1Recorder, layer: int):
+        def pre_hook(module, args, kwargs):
+            cache_idx = getattr(module, "layer_idx", layer)
+            recorder.note_cached(layer, _cached_length(passed_cache(kwargs), cache_idx))
+
+        return pre_hook
+
     def _on_attention(self, layer: int, query: torch.Tensor, key: torch.Tensor,
-                      attention_mask: torch.Tensor | None) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None, sliding_window: int | None = None) -> torch.Tensor:
         for fn in self._query_hooks[layer]:
             query = fn(query)
         if self._top1 is not None:
-            self._top1.record(layer, last_query_top1(query, key, attention_mask))
+            top1 = last_query_top1(query, key, attention_mask, sliding_window)
+            self._top1.record(layer, top1, query.shape[2], key.shape[2])
         return query

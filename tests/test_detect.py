@@ -150,4 +150,4 @@ def test_unigram_recall_is_rouge1_recall():
 
 
 def test_geometry_of_tiny_configs_is_what_tests_assume():
-    assert set(CONFIGS) == {"llama", "mistral-gqa", "qwen2", "gpt2"}
+    assert {"llama", "mistral-gqa", "qwen2", "gpt2"} <= set(CONFIGS)

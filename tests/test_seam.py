@@ -10,7 +10,7 @@ from headlab.seam import HeadGeometry, Seam, head_geometry
 @pytest.mark.parametrize("arch", list(CONFIGS))
 def test_geometry(arch):
     g = Seam.attach(build_model(arch)).geometry
-    kv = {"mistral-gqa": 2, "qwen2": 2}.get(arch, 4)
+    kv = 4 if arch in ("llama", "gpt2", "olmo2") else 2
     assert g == HeadGeometry(n_layers=3, n_heads=4, n_kv_heads=kv, head_dim=16)
     assert g.n_groups == 4 // kv
 

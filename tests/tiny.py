@@ -8,21 +8,43 @@ from functools import lru_cache
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    Cohere2Config,
+    Cohere2ForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
+    GptOssConfig,
+    GptOssForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
 )
+
+from headlab.seam import default_attention
 
 VOCAB = 96
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
               num_attention_heads=4, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
               pad_token_id=0)
+
+WINDOW = 8  # sliding-window configs: prompts in tests are several windows long
+ALTERNATING = ["sliding_attention", "full_attention", "sliding_attention"]
+GEMMA = dict(COMMON, head_dim=16, query_pre_attn_scalar=16, sliding_window=WINDOW, layer_types=ALTERNATING)
 
 CONFIGS = {
     "llama": lambda: (LlamaForCausalLM, LlamaConfig(**COMMON, num_key_value_heads=4)),
@@ -30,12 +52,36 @@ CONFIGS = {
     "qwen2": lambda: (Qwen2ForCausalLM, Qwen2Config(**COMMON, num_key_value_heads=2)),
     "gpt2": lambda: (GPT2LMHeadModel, GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=3, n_head=4,
                                                  n_positions=512, bos_token_id=1, eos_token_id=2)),
+    # Families with sliding-window layers (every layer, or alternating with full ones), q/k norms, soft-capping,
+    # a packed qkv projection: the architecture parity tests (tests/test_architectures.py) run on all of them.
+    "mistral-sw": lambda: (MistralForCausalLM, MistralConfig(**COMMON, num_key_value_heads=2,
+                                                             sliding_window=WINDOW)),
+    "qwen2-sw": lambda: (Qwen2ForCausalLM, Qwen2Config(**COMMON, num_key_value_heads=2, use_sliding_window=True,
+                                                       sliding_window=WINDOW, max_window_layers=1)),
+    "qwen3": lambda: (Qwen3ForCausalLM, Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=16)),
+    "gemma2": lambda: (Gemma2ForCausalLM, Gemma2Config(**GEMMA, num_key_value_heads=2)),
+    "gemma3": lambda: (Gemma3ForCausalLM, Gemma3TextConfig(**GEMMA, num_key_value_heads=2)),
+    "phi3": lambda: (Phi3ForCausalLM, Phi3Config(**COMMON, num_key_value_heads=2, sliding_window=WINDOW)),
+    "olmo2": lambda: (Olmo2ForCausalLM, Olmo2Config(**COMMON, num_key_value_heads=4)),
+    "starcoder2": lambda: (Starcoder2ForCausalLM, Starcoder2Config(**COMMON, num_key_value_heads=2,
+                                                                   sliding_window=WINDOW)),
+    "cohere2": lambda: (Cohere2ForCausalLM, Cohere2Config(**COMMON, num_key_value_heads=2, sliding_window=WINDOW,
+                                                          layer_types=ALTERNATING)),
+    "gpt-oss": lambda: (GptOssForCausalLM, GptOssConfig(**COMMON, num_key_value_heads=2, head_dim=16,
+                                                         sliding_window=WINDOW, layer_types=ALTERNATING,
+                                                         num_local_experts=4, num_experts_per_tok=2,
+                                                         rope_parameters={"rope_type": "default",
+                                                                          "rope_theta": 150000.0})),
 }
+# Configs with at least one sliding-window layer.
+SLIDING = ["mistral-sw", "qwen2-sw", "gemma2", "gemma3", "phi3", "starcoder2", "cohere2", "gpt-oss"]
 
 
 def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0):
     """A random tiny model with peaked attention (scaled query/key weights) so that ties are rare."""
     cls, config = CONFIGS[arch]()
+    if attn == "sdpa":  # eager where sdpa cannot compute the model (Gemma 2 soft-caps attention logits)
+        attn = default_attention(config)
     torch.manual_seed(seed)
     model = cls._from_config(copy.deepcopy(config), attn_implementation=attn).eval()
     with torch.no_grad():
@@ -43,9 +89,18 @@ def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0)
             for name in ("q_proj", "k_proj"):
                 if hasattr(module, name):
                     getattr(module, name).weight.mul_(peak)
+            for name in ("q_norm", "k_norm"):  # a norm after the projection undoes its scale: scale the norm
+                norm = getattr(module, name, None)
+                if norm is not None and "Gemma" in type(norm).__name__:  # Gemma norms multiply by (1 + weight)
+                    norm.weight.add_(peak - 1)
+                elif norm is not None:
+                    norm.weight.mul_(peak)
             if hasattr(module, "c_attn"):  # GPT-2 packs q, k, v along the output dim of c_attn
                 d = module.c_attn.weight.shape[0]
                 module.c_attn.weight[:, : 2 * d].mul_(peak)
+            if hasattr(module, "qkv_proj"):  # Phi-3 packs q, k, v along the output rows of qkv_proj
+                n_qk = module.qkv_proj.weight.shape[0] - module.config.num_key_value_heads * module.head_dim
+                module.qkv_proj.weight[:n_qk].mul_(peak)
     return model
 
 
