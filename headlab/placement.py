@@ -78,5 +78,8 @@ def add_placement_args(p: argparse.ArgumentParser) -> None:
 
 def placement_args(args: argparse.Namespace) -> dict:
     """`device_map` and `max_memory` for `load_model`, from the options `add_placement_args` added."""
-    return {"device_map": parse_device_map(getattr(args, "device_map", None)),
-            "max_memory": parse_max_memory(getattr(args, "max_memory", None))}
+    device_map = parse_device_map(getattr(args, "device_map", None))
+    max_memory = parse_max_memory(getattr(args, "max_memory", None))
+    if max_memory and device_map is None:
+        raise HeadlabError("--max-memory needs --device-map (e.g. --device-map auto)")
+    return {"device_map": device_map, "max_memory": max_memory}

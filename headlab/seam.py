@@ -135,8 +135,8 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
     from headlab.placement import big_model_kwargs
 
     name = str(name_or_path)
-    tokenizer = load_tokenizer(name, trust_remote_code)
     placement = big_model_kwargs(device_map, max_memory)
+    tokenizer = load_tokenizer(name, trust_remote_code)
     model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
         name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code, **placement))
