@@ -155,9 +155,9 @@ class RayExecutor:
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         kwargs: dict = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}, "logging_level": "ERROR",
                         "log_to_driver": False}  # worker logs stay in Ray's session folder
-        if self.address is None:
+        if self.address is None:  # a new instance of our own, never a cluster that happens to run here
             kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
         try:
-            ray.init(address=self.address, **kwargs)
+            ray.init(address=self.address or "local", **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise HeadlabError(f"--address {self.address}: cannot reach a Ray cluster ({one_line(e)})") from None
