@@ -7,9 +7,15 @@ from pathlib import Path
 
 
 def _study(args: argparse.Namespace) -> None:
+    from headlab.distributed import launched
+    from headlab.errors import HeadlabError
     from headlab.study.config import build_config
     from headlab.study.stages import build_study
 
+    if launched():  # every process would run the whole study into the same folder
+        raise HeadlabError("study: run it without accelerate launch/torchrun; --executor ray uses several GPUs")
+    if args.executor != "ray" and (args.address or args.num_cpus):
+        raise HeadlabError("study: --address and --num-cpus need --executor ray")
     config = build_config(args.preset, args.config, device=args.device, dtype=args.dtype, base_model=args.model,
                           seed=args.seed)
     executor = None

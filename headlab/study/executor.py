@@ -47,10 +47,11 @@ def one_line(error: BaseException) -> str:
 
 
 def schedule(pipeline: Pipeline, submit: Callable[[str, str], Any],
-             wait: Callable[[list[Any]], list[tuple[Any, float | BaseException]]],
+             wait: Callable[[list[Any]], list[tuple[Any, float | None | BaseException]]],
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
     """The dependency-driven loop, for any backend: `submit(name, fingerprint)` starts a stage and returns a
-    handle; `wait(handles)` blocks until at least one finishes and returns (handle, seconds or exception)."""
+    handle; `wait(handles)` blocks until at least one finishes and returns (handle, outcome): the seconds it
+    took, None when it was found done, or the exception it raised."""
     fps = pipeline.fingerprints()
     status: dict[str, str] = {}
     pending: list[str] = []
@@ -84,6 +85,8 @@ def schedule(pipeline: Pipeline, submit: Callable[[str, str], Any],
                         pending.remove(other)
                         status[other] = "blocked"
                         blocked.append(other)
+            elif outcome is None:  # finished meanwhile by a task of an earlier, killed driver
+                status[name] = "skipped"
             else:
                 status[name] = f"{outcome:.1f}s"
                 log(f"[study] {name}: done in {status[name]}")
@@ -98,8 +101,25 @@ def stage_resources(name: str, gpus: bool, cpus: int = 1) -> dict[str, float]:
     return {"num_cpus": cpus, "num_gpus": 1 if gpus and name.startswith(MODEL_STAGES) else 0}
 
 
-def _run_remote(pipeline: Pipeline, name: str, fp: str) -> float:
-    return pipeline._run_stage(pipeline.stages[name], fp)
+def run_locked(pipeline: Pipeline, name: str, fp: str) -> float | None:
+    """`_run_stage` under a lock file per stage in the run folder; None when the stage turned out done.
+
+    When a driver is killed, Ray takes a few seconds to stop its running tasks; a re-run that starts the
+    same stage meanwhile waits here until the old task has died (the kernel drops its lock with it), then
+    finds the stage done or runs it alone. POSIX locks also hold across nodes on NFS.
+    """
+    lock = pipeline.root / ".locks" / (name.replace("/", "__") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks (Windows): run unguarded
+            fcntl = None
+        if fcntl is not None:
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+        if pipeline.is_done(name, fp):
+            return None
+        return pipeline._run_stage(pipeline.stages[name], fp)
 
 
 class RayExecutor:
@@ -123,7 +143,7 @@ class RayExecutor:
             self._init(ray)
         try:
             gpus = ray.cluster_resources().get("GPU", 0) > 0
-            remote = ray.remote(_run_remote)
+            remote = ray.remote(run_locked)
             shared = ray.put(pipeline)  # one copy of the stage graph for every task
 
             def submit(name: str, fp: str):
