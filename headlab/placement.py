@@ -62,6 +62,11 @@ def big_model_kwargs(device_map: str | dict | None, max_memory: dict | None) -> 
         if max_memory:
             raise HeadlabError("--max-memory needs --device-map (e.g. --device-map auto)")
         return {}
+    from headlab.distributed import launched
+
+    if launched():
+        raise HeadlabError("--device-map under accelerate launch: every process would spread its copy over all "
+                           "visible devices; use one or the other")
     # Layers that do not fit go to disk; they need a folder, private to this process and removed at exit.
     global _offload_dir
     if _offload_dir is None:

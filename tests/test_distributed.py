@@ -72,3 +72,15 @@ def test_evaluate_on_two_processes_writes_what_one_process_writes(tmp_path):
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert set(one) == {"config.json", "predictions.jsonl", "summary.json"} and two == one
     assert len(one["predictions.jsonl"].splitlines()) == 5
+
+
+@pytest.mark.slow
+def test_knockout_on_two_processes_writes_what_one_process_writes(tmp_path):
+    # Every head set is scored over both processes' items: the scores, curve and controls must not change.
+    assert main(["detect", "--max-new-tokens", "8", "--out", str(tmp_path / "heads")]) == 0
+    args = ["knockout", "--heads", str(tmp_path / "heads"), "--limit", "7", "--k", "2", "--seeds", "2",
+            "--mode", "mean", "--max-new-tokens", "8", "--batch-size", "3"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    _launch(args + ["--out", str(tmp_path / "two")])
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert set(one) == {"config.json", "knockout.json"} and two == one
