@@ -22,7 +22,9 @@ def _study(args: argparse.Namespace) -> None:
     if args.executor == "ray":
         from headlab.study.executor import RayExecutor
 
-        executor = RayExecutor(args.address, args.num_cpus, args.cpus_per_stage)
+        # Model stages reserve a GPU only when they will use one.
+        executor = RayExecutor(args.address, args.num_cpus, args.cpus_per_stage,
+                               use_gpus=str(config.device).startswith("cuda"))
     status = build_study(config, args.out).run(progress=not args.no_progress, executor=executor)
     done = sum(1 for v in status.values() if v != "skipped")
     print(f"study: {done} stages run, {len(status) - done} already done; report: {Path(args.out) / 'report'}")

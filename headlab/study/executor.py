@@ -130,8 +130,10 @@ class RayExecutor:
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_stage: int = 1,
-                 resources: Callable[[str, bool, int], dict] = stage_resources):
-        self.address, self.num_cpus, self.cpus_per_stage, self.resources = address, num_cpus, cpus_per_stage, resources
+                 use_gpus: bool = True, resources: Callable[[str, bool, int], dict] = stage_resources):
+        self.address, self.num_cpus, self.cpus_per_stage = address, num_cpus, cpus_per_stage
+        self.use_gpus = use_gpus  # False: model stages run on CPUs even where the cluster has GPUs
+        self.resources = resources
 
     def run(self, pipeline: Pipeline, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
         try:
@@ -142,7 +144,7 @@ class RayExecutor:
         if started:
             self._init(ray)
         try:
-            gpus = ray.cluster_resources().get("GPU", 0) > 0
+            gpus = self.use_gpus and ray.cluster_resources().get("GPU", 0) > 0
             remote = ray.remote(run_locked)
             shared = ray.put(pipeline)  # one copy of the stage graph for every task
 
