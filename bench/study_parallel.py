@@ -30,7 +30,9 @@ def run_study(out: Path, extra: list[str]) -> float:
            *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -43,9 +45,8 @@ def main() -> None:
         base = Path(args.keep or tmp)
         sequential = run_study(base / "sequential", [])
         ray = run_study(base / "ray", ["--executor", "ray", "--num-cpus", str(args.num_cpus)])
-        same = all(json.loads((base / name / "report" / "numbers.json").read_text())
-                   == json.loads((base / "sequential" / "report" / "numbers.json").read_text())
-                   for name in ("ray",))
+        numbers = [json.loads((base / name / "report" / "numbers.json").read_text()) for name in ("sequential", "ray")]
+        same = numbers[0] == numbers[1]
     print(f"quick study, {os.cpu_count()} cores: sequential {sequential:.1f} s, Ray ({args.num_cpus} CPUs) "
           f"{ray:.1f} s, speed-up {sequential / ray:.2f}x; numbers.json identical: {same}")
     if not same:
