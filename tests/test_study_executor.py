@@ -111,3 +111,13 @@ def test_ray_runs_independent_stages_together_and_isolates_a_failure(tmp_path, r
     status = _graph(tmp_path, fail=False, meet=True).run(progress=False, log=lambda s: None, executor=RayExecutor())
     assert [n for n, s in status.items() if s != "skipped"] == ["b", "c", "d/x", "report"]
     assert json.loads((tmp_path / "report" / "v.json").read_text()) == 1 + 1 + 2 + 3 + 4 + 1 + 3 + 1
+
+
+def test_a_stage_found_done_under_its_lock_is_not_run_again(tmp_path):
+    from headlab.study.executor import run_locked
+
+    p = _graph(tmp_path, fail=False)
+    fps = p.fingerprints()
+    assert isinstance(run_locked(p, "a", fps["a"]), float)
+    assert (tmp_path / ".locks" / "a.lock").is_file()
+    assert run_locked(p, "a", fps["a"]) is None  # e.g. finished by a task of a killed driver meanwhile
