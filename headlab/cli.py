@@ -17,6 +17,8 @@ from headlab.toy import model_or_default
 def _detect(args: argparse.Namespace) -> None:
     from headlab.data.probes import check_context_length, load_probes
     from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.distributed import is_main
+    from headlab.placement import placement_args
     from headlab.results import write_detection
     from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
@@ -28,11 +30,14 @@ def _detect(args: argparse.Namespace) -> None:
         check_context_length(probes, max_positions(load_model_config(model_path, args.trust_remote_code)),
                              args.max_new_tokens)
     model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
-                                  attn_implementation=args.attn, trust_remote_code=args.trust_remote_code)
+                                  attn_implementation=args.attn, trust_remote_code=args.trust_remote_code,
+                                  **placement_args(args))
     config = DetectConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           keep_failed=args.keep_failed, threshold=args.threshold, top_k=args.top_k,
                           allow_long_context=args.allow_long_context)
     result = detect_retrieval_heads(model, tokenizer, probes, config)
+    if not is_main():  # under `accelerate launch` the main process alone writes
+        return
     summary = write_detection(result, args.out, {"model": model_path, "probes": args.probes or "toy-niah",
                                                  "dtype": args.dtype, "attn": args.attn, "seed": args.seed})
     print(f"probes: {summary['probes_given']} given, {summary['probes_counted']} counted")
@@ -116,6 +121,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from headlab.placement import add_placement_args
+
     parser = argparse.ArgumentParser(prog="headlab", description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true",
                         help="show library logging, warnings and per-model loading bars (off by default)")
@@ -139,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow prompts longer than the model's max_position_embeddings")
     d.add_argument("--trust-remote-code", action="store_true")
     d.add_argument("--seed", type=int, default=0, help="seed of the default toy probes")
+    add_placement_args(d)
     _add_selection(d)
     d.set_defaults(func=_detect)
 

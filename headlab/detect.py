@@ -16,9 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
+from headlab.distributed import map_items
 from headlab.generate import left_pad, stop_ids
 from headlab.heads import head_name, mean_scores, select_heads
-from headlab.seam import HeadGeometry, Seam, cache_kwargs, max_positions, output_cache
+from headlab.seam import HeadGeometry, Seam, cache_kwargs, input_device, max_positions, output_cache
 
 
 @dataclass
@@ -93,7 +94,7 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     At every step the query is the last position: the top-1 key `i` of each head, in prompt coordinates,
     copies when it lies in the needle and prompt_ids[i] is the token that step generates.
     """
-    device = model.device
+    device = input_device(model)
     g = seam.geometry
     input_ids, mask = left_pad([p.input_ids for p in probes], pad_id, device)
     width = input_ids.shape[1]
@@ -112,8 +113,8 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
             out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
                         use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
             cache = output_cache(out)
-            token = out.logits[:, -1].argmax(-1)  # (B,)
-            top1 = recorder.pop()  # (B, L, H), absolute positions (sliding-window layers mapped back)
+            token = out.logits[:, -1].argmax(-1).to(device)  # (B,)
+            top1 = recorder.pop().to(device)  # (B, L, H), absolute positions (sliding-window layers mapped back)
             in_needle = (top1 >= needle_lo[:, None, None]) & (top1 < needle_hi[:, None, None])
             attended = input_ids.gather(1, top1.clamp(max=width - 1).flatten(1)).view_as(top1)
             copies += (in_needle & (attended == token[:, None, None]) & active[:, None, None]).float()
@@ -148,19 +149,24 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stops = {kind: stop_ids(model, tokenizer, kind) for kind in {p.stops_at_newline for p in probes}}
     # Batch probes of similar length together; results are reported in the input order.
-    order = sorted(range(len(probes)), key=lambda i: -len(probes[i].input_ids))
-    outcomes: dict[int, ProbeOutcome] = {}
-    bar = tqdm(total=len(probes), desc="detect", unit="probe", disable=not config.progress)
-    for lo in range(0, len(order), config.batch_size):
-        idx = order[lo:lo + config.batch_size]
-        batch = [probes[i] for i in idx]
-        results = greedy_copy_scores(model, seam, batch, [stops[p.stops_at_newline] for p in batch],
-                                     config.max_new_tokens, pad_id)
-        for i, p, (response_ids, scores) in zip(idx, batch, results, strict=True):
-            outcomes[i] = _outcome(p, response_ids, scores, tokenizer, config, success)
-        bar.update(len(batch))
-    bar.close()
-    return DetectionResult(seam.geometry, [outcomes[i] for i in range(len(probes))], config)
+    def score(block: list[Probe]) -> list[ProbeOutcome]:
+        order = sorted(range(len(block)), key=lambda i: -len(block[i].input_ids))
+        outcomes: dict[int, ProbeOutcome] = {}
+        bar = tqdm(total=len(block), desc="detect", unit="probe", disable=not config.progress)
+        for lo in range(0, len(order), config.batch_size):
+            idx = order[lo:lo + config.batch_size]
+            batch = [block[i] for i in idx]
+            results = greedy_copy_scores(model, seam, batch, [stops[p.stops_at_newline] for p in batch],
+                                         config.max_new_tokens, pad_id)
+            for i, p, (response_ids, scores) in zip(idx, batch, results, strict=True):
+                outcomes[i] = _outcome(p, response_ids, scores, tokenizer, config, success)
+            bar.update(len(batch))
+        bar.close()
+        return [outcomes[i] for i in range(len(block))]
+
+    # Under `accelerate launch` each process scores its block of probes; all get every outcome back.
+    outcomes = map_items(score, probes)
+    return DetectionResult(seam.geometry, outcomes, config)
 
 
 def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokenizer,

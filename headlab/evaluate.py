@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from headlab.data.example import TaskExample
 from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
+from headlab.distributed import map_items
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate
 from headlab.io import atomic_write_json, atomic_write_text
@@ -105,8 +106,9 @@ def evaluate_examples(model, tokenizer, examples: Sequence[TaskExample], config:
         raise HeadlabError(f"{source}: no examples")
     prompts = [prompt_ids(ex, tokenizer) for ex in examples]
     _check_lengths(examples, prompts, model, config, source)
-    outputs = generate_with_progress(model, tokenizer, prompts, config.max_new_tokens, config.batch_size,
-                                     desc="evaluate")
+    # Sharded across processes under `accelerate launch` (a no-op otherwise); outputs come back in order.
+    outputs = map_items(lambda block: generate_with_progress(model, tokenizer, block, config.max_new_tokens,
+                                                             config.batch_size, desc="evaluate"), prompts)
     records = []
     for ex, ids, out in zip(examples, prompts, outputs, strict=True):
         prediction = tokenizer.decode(out, skip_special_tokens=True).strip()

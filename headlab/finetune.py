@@ -293,14 +293,22 @@ def _base_name(name: str) -> str:
     return str(p.resolve()) if p.exists() else name
 
 
-def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False):
-    """(model, tokenizer) from a model folder or a headlab LoRA adapter folder (merged on load, eval mode)."""
+def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False,
+                 device_map: str | dict | None = None, max_memory: dict | None = None):
+    """(model, tokenizer) from a model folder or a headlab LoRA adapter folder (merged on load, eval mode).
+
+    `device_map`/`max_memory` spread a model folder over several devices (see `load_model`)."""
+    from headlab.distributed import process_device
     from headlab.seam import load_model
 
     path = Path(path)
     adapter = path / "adapter_config.json"
     if not adapter.is_file():
-        return load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                          device_map=device_map, max_memory=max_memory)
+    if device_map is not None:
+        raise HeadlabError(f"{path}: --device-map needs a model folder; merge the adapter first "
+                           "(headlab finetune --merge)")
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -315,4 +323,4 @@ def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", 
     model = AutoModelForCausalLM.from_pretrained(base, config=config, dtype=_resolve_dtype(dtype),
                                                  trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    return model.to(device).eval(), load_tokenizer(path, trust_remote_code)
+    return model.to(process_device(device)).eval(), load_tokenizer(path, trust_remote_code)

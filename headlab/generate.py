@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from headlab.errors import HeadlabError
-from headlab.seam import cache_kwargs, output_cache
+from headlab.seam import cache_kwargs, input_device, output_cache
 
 
 @lru_cache(maxsize=8)
@@ -85,7 +85,7 @@ def greedy_generate(model: nn.Module, tokenizer, prompts: list[list[int]], max_n
             raise HeadlabError(f"generation: prompt {i} is empty")
     stops = stop_ids(model, tokenizer, stop_at_newline)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
+    device = input_device(model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: dict[int, list[int]] = {}
     for lo in range(0, len(order), batch_size):

@@ -132,7 +132,7 @@ def head_means(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Ten
     def reader(layer: int):
         def hook(z: torch.Tensor) -> None:  # (B, T, H, d)
             m = state["mask"]
-            zf = z.double() if m is None else z.double() * m[:, :, None, None]
+            zf = z.double() if m is None else z.double() * m.to(z.device)[:, :, None, None]
             sums[layer] += zf.sum(dim=(0, 1)).cpu()
 
         return hook
@@ -190,7 +190,7 @@ class _Lockstep:
             if src is None or src.shape[:2] != z.shape[:2]:
                 raise RuntimeError(f"patching: no source z of shape {tuple(z.shape[:2])} for layer {layer}")
             z = z.clone()
-            z[:, :, self.index[layer].on(z.device)] = src.to(z.dtype)
+            z[:, :, self.index[layer].on(z.device)] = src.to(z.device, z.dtype)  # layers may differ in device
             return z
 
         return hook

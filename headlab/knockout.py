@@ -16,7 +16,7 @@ from headlab.heads import head_name, parse_head
 from headlab.interventions import MODES, WHERE, head_means, knockout
 from headlab.io import atomic_write_json
 from headlab.mech_eval import EvalItem, prompt_batches, score_items
-from headlab.seam import HeadGeometry, Seam
+from headlab.seam import HeadGeometry, Seam, input_device
 
 
 @dataclass
@@ -75,7 +75,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
     means = None
     if config.mode == "mean":  # reference set: the evaluation prompts themselves
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        means = head_means(model, prompt_batches(items, pad, config.batch_size, next(model.parameters()).device))
+        means = head_means(model, prompt_batches(items, pad, config.batch_size, input_device(model)))
 
     def evaluate(heads: list[str]) -> float:
         with knockout(model, heads, config.mode, config.where, means):

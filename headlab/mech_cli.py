@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from headlab.distributed import is_main
 from headlab.errors import HeadlabError
+from headlab.placement import add_placement_args, placement_args
 from headlab.toy import model_or_default
 
 TOY_PROBES, TOY_CONTEXT = 24, 192  # as `headlab detect` with no arguments
@@ -54,8 +56,11 @@ def _knockout(args: argparse.Namespace) -> None:
     config = KnockoutConfig(k=args.k, mode=args.mode, where=args.where, seeds=args.seeds, seed=args.seed,
                             curve=args.curve, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     config.check(head_geometry(load_model_config(model_path, args.trust_remote_code)), len(ranking))
-    model, tokenizer = load_model(model_path, args.device, args.dtype, args.attn, args.trust_remote_code)
+    model, tokenizer = load_model(model_path, args.device, args.dtype, args.attn, args.trust_remote_code,
+                                  **placement_args(args))
     result = run_knockout(model, tokenizer, items, ranking, config)
+    if not is_main():  # under `accelerate launch` the main process alone writes
+        return
     write_knockout(result, args.out, config, {"model": model_path, "heads": args.heads,
                                               "data": args.data or "toy-niah", "dtype": args.dtype})
     print(f"baseline {result['baseline']:.3f}  top-{args.k} knocked out {result['top']:.3f}  "
@@ -77,9 +82,13 @@ def _patch(args: argparse.Namespace) -> None:
                          batch_size=args.batch_size)
     if not 1 <= args.k <= min(len(src_rank), len(tgt_rank)):
         raise HeadlabError(f"--k must be in [1, {min(len(src_rank), len(tgt_rank))}], got {args.k}")
-    source, _ = load_model(args.source, args.device, args.dtype, args.attn, args.trust_remote_code)
-    target, tokenizer = load_model(args.target, args.device, args.dtype, args.attn, args.trust_remote_code)
+    source, _ = load_model(args.source, args.device, args.dtype, args.attn, args.trust_remote_code,
+                           **placement_args(args))
+    target, tokenizer = load_model(args.target, args.device, args.dtype, args.attn, args.trust_remote_code,
+                                   **placement_args(args))
     result = run_patching(source, target, tokenizer, items, src_rank, tgt_rank, config)
+    if not is_main():
+        return
     write_patching(result, args.out, config, {"source": args.source, "target": args.target,
                                               "heads": list(args.heads), "data": args.data or "toy-niah"})
     print(f"target {result['target']:.3f}  source {result['source']:.3f}")
@@ -123,6 +132,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attn", default="sdpa", help="sdpa, eager or flash_attention_2")
     p.add_argument("--trust-remote-code", action="store_true")
+    add_placement_args(p)
 
 
 def add_mech_commands(subparsers) -> None:

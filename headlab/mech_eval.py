@@ -20,6 +20,7 @@ from headlab.data.probes import Probe, load_probes
 from headlab.data.prompts import encode_prompt
 from headlab.data.task_prompts import render_task_prompt
 from headlab.detect import unigram_recall, words
+from headlab.distributed import map_items
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate, left_pad
 from headlab.io import iter_jsonl
@@ -82,7 +83,15 @@ def check_lengths(items: list[EvalItem], max_positions: int | None, max_new_toke
 
 def score_items(model: nn.Module, tokenizer, items: list[EvalItem], max_new_tokens: int,
                 batch_size: int) -> list[float]:
-    """Greedy-decode every item (under whatever intervention is active) and score it; input order."""
+    """Greedy-decode every item (under whatever intervention is active) and score it; input order.
+
+    Under `accelerate launch` each process scores its block of items and all get every score back.
+    """
+    return map_items(lambda block: _score_block(model, tokenizer, block, max_new_tokens, batch_size), items)
+
+
+def _score_block(model: nn.Module, tokenizer, items: list[EvalItem], max_new_tokens: int,
+                 batch_size: int) -> list[float]:
     scores: list[float] = [0.0] * len(items)
     for newline in (True, False):
         idx = [i for i, it in enumerate(items) if it.stops_at_newline == newline]

@@ -22,6 +22,7 @@ import numpy as np
 from headlab.data.metrics import substring_match
 from headlab.data.niah import insert_at_depth, load_niah_spec, niah_context
 from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.distributed import map_items
 from headlab.errors import HeadlabError
 from headlab.evaluate import generate_with_progress
 from headlab.io import atomic_write_json, atomic_write_text
@@ -95,7 +96,8 @@ def niah_sweep(model, tokenizer, cfg: NiahSweepConfig) -> tuple[dict[str, Any], 
     cfg.check()
     probes = spec_probes(tokenizer, cfg) if cfg.spec else toy_probes(tokenizer, cfg)
     prompts = [encode_prompt(tokenizer, render_prompt(tokenizer, p["context"], p["question"])) for p in probes]
-    outputs = generate_with_progress(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc="niah")
+    outputs = map_items(lambda block: generate_with_progress(model, tokenizer, block, cfg.max_new_tokens,
+                                                             cfg.batch_size, desc="niah"), prompts)
     records = []
     for p, ids, out in zip(probes, prompts, outputs, strict=True):
         prediction = tokenizer.decode(out, skip_special_tokens=True).strip()

@@ -137,22 +137,42 @@ def default_attention(config) -> str:
 
 
 def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
-               attn_implementation: str = "sdpa", trust_remote_code: bool = False):
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+               device_map: str | dict | None = None, max_memory: dict | None = None):
     """Load a causal LM and its tokenizer from a local folder or hub id, in eval mode.
 
     Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
+    `device_map` ("auto", or module name -> device) spreads a model too large for one device over several
+    (and CPU, and disk) through accelerate's big-model loading; `device` is then unused (headlab/placement.py).
     """
     from transformers import AutoModelForCausalLM
 
+    from headlab.distributed import process_device
+    from headlab.placement import big_model_kwargs
+
     name = str(name_or_path)
+    placement = big_model_kwargs(device_map, max_memory)
     tokenizer = load_tokenizer(name, trust_remote_code)
     if attn_implementation == "sdpa":
         attn_implementation = default_attention(load_model_config(name, trust_remote_code))
     model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
         name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code))
-    model.to(device).eval()
+        trust_remote_code=trust_remote_code, **placement))
+    if not placement:
+        model.to(process_device(device))  # under `accelerate launch`, cuda means this process's GPU
+    model.eval()
     return model, tokenizer
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go. Under a device map it is accelerate's main device (the first one that is not
+    CPU or disk; its hooks move activations between layers); otherwise the device of the parameters."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
+        first = devices[0] if devices else "cpu"
+        return torch.device("cuda", first) if isinstance(first, int) else torch.device(first)
+    return next(model.parameters()).device
 
 
 def max_positions(config) -> int | None:
@@ -298,7 +318,8 @@ class Top1Recorder:
         (the left-padded input, then every token fed since), whatever the KV cache keeps."""
         if any(t is None for t in self._per_layer):
             raise RuntimeError("top-1 capture saw no attention call for some layer")
-        out = torch.stack(self._per_layer, dim=1)
+        first = self._per_layer[0].device  # layers may sit on different devices (a device map)
+        out = torch.stack([t.to(first) for t in self._per_layer], dim=1)
         self._per_layer = [None] * len(self._per_layer)
         return out
 

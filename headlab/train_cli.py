@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from headlab.errors import HeadlabError
+from headlab.placement import add_placement_args
 from headlab.toy import model_or_default
 
 
@@ -45,17 +46,21 @@ def _finetune(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
+    from headlab.distributed import is_main
     from headlab.evaluate import EvalConfig, evaluate_examples, write_evaluation
     from headlab.finetune import load_trained
+    from headlab.placement import placement_args
     from headlab.train_data import load_task_data
 
     items = load_task_data(args.data)  # all of the data is validated before the model loads
     model_path = model_or_default(args.model)
     model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
-                                    trust_remote_code=args.trust_remote_code)
+                                    trust_remote_code=args.trust_remote_code, **placement_args(args))
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                         depth_bins=args.depth_bins, allow_long_context=args.allow_long_context)
     records, summary = evaluate_examples(model, tokenizer, [it.example for it in items], config, args.data)
+    if not is_main():  # under `accelerate launch` the main process alone writes
+        return
     write_evaluation(records, summary, args.out, {"model": model_path, "data": args.data, "dtype": args.dtype,
                                                   **asdict(config)})
     print(f"score {summary['score']:.3f} over {summary['n']} examples; "
@@ -66,16 +71,20 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _niah(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
+    from headlab.distributed import is_main
     from headlab.finetune import load_trained
     from headlab.niah_sweep import NiahSweepConfig, niah_sweep, write_niah
+    from headlab.placement import placement_args
 
     cfg = NiahSweepConfig(lengths=args.lengths, depths=args.depths, needles=args.needles, seed=args.seed,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, spec=args.spec)
     cfg.check()
     model_path = model_or_default(args.model)
     model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
-                                    trust_remote_code=args.trust_remote_code)
+                                    trust_remote_code=args.trust_remote_code, **placement_args(args))
     grid, records = niah_sweep(model, tokenizer, cfg)
+    if not is_main():
+        return
     write_niah(grid, records, args.out, {"model": model_path, "dtype": args.dtype, **asdict(cfg)})
     print(f"mean score {grid['mean']:.3f}; wrote {Path(args.out) / 'niah.png'}")
 
@@ -87,6 +96,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
     p.add_argument("--trust-remote-code", action="store_true")
+    add_placement_args(p)
 
 
 def add_train_commands(subparsers) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 from headlab.errors import HeadlabError
 from headlab.heads import head_name, parse_head
 from headlab.io import atomic_write_bytes
-from headlab.seam import HeadGeometry, Seam
+from headlab.seam import HeadGeometry, Seam, input_device
 
 FORMAT = "headlab-lofit-1"
 
@@ -77,9 +77,9 @@ class LofitAdapter(nn.Module):
         def fn(z: torch.Tensor) -> torch.Tensor:  # z [batch, pos, head, d_head]
             a, v = self.dense(layer)
             if a is None:
-                return z + v.to(z.dtype)
-            scale = 1 + a.to(z.dtype)
-            return torch.addcmul(v.to(z.dtype), z, scale) if v is not None else z * scale
+                return z + v.to(z.device, z.dtype)
+            scale = 1 + a.to(z.device, z.dtype)  # under a device map the layer may sit on another device
+            return torch.addcmul(v.to(z.device, z.dtype), z, scale) if v is not None else z * scale
 
         return fn
 
@@ -149,7 +149,7 @@ class AppliedAdapter:
                 if adapter.geometry != seam.geometry:
                     raise HeadlabError(f"adapter geometry {adapter.geometry} does not match the model's "
                                        f"{seam.geometry}")
-                adapter.to(next(model.parameters()).device)
+                adapter.to(input_device(model))
                 for layer in adapter.layers():
                     self._stack.enter_context(seam.z_hook(layer, adapter.hook(layer)))
         except BaseException:

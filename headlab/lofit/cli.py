@@ -65,9 +65,10 @@ def _train_config(args):
 
 
 def _load(args):
+    from headlab.placement import placement_args
     from headlab.seam import load_model
 
-    model, tokenizer = load_model(_model_path(args), device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model(_model_path(args), device=args.device, dtype=args.dtype, **placement_args(args))
     return model, tokenizer
 
 
@@ -200,6 +201,10 @@ def _eval(args: argparse.Namespace) -> None:
             result = evaluate_multiple_choice(model, tokenizer, records)
         else:
             result = evaluate_completions(model, tokenizer, records, args.max_new_tokens)
+    from headlab.distributed import is_main
+
+    if not is_main():  # under `accelerate launch` the main process alone writes
+        return
     result["config"] = {"command": "lofit eval", "model": path, "data": args.data, "format": args.format,
                         "adapters": args.adapter or [], "lora": args.lora, "limit": args.limit}
     if args.out:
@@ -216,6 +221,10 @@ def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N records")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    if not training:
+        from headlab.placement import add_placement_args
+
+        add_placement_args(p)
     if training:
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--lr", type=float, default=5e-3)

@@ -9,14 +9,16 @@ from tqdm import tqdm
 
 from headlab.data.metrics import exact_match, substring_match, task_score
 from headlab.data.prompts import encode_prompt
+from headlab.distributed import map_items
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
+from headlab.seam import input_device
 
 
 @torch.no_grad()
 def greedy_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
     """Greedy continuation of `prompt`, cut at the first newline (headlab's stop rule)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     stops = [t for t in [tokenizer.eos_token_id, *newline[-1:]] if t is not None]
@@ -36,8 +38,10 @@ def score_completion(record: Completion, prediction: str) -> float:
 def evaluate_completions(model, tokenizer, records: Sequence[Completion], max_new_tokens: int = 32) -> dict:
     """Mean task score of greedy answers, plus the first few predictions for a look."""
     scores, shown = [], []
-    for r in tqdm(records, desc="lofit eval", leave=False):
-        pred = greedy_answer(model, tokenizer, r.prompt, max_new_tokens)
+    # Sharded across processes under `accelerate launch` (a no-op otherwise); predictions come back in order.
+    preds = map_items(lambda block: [greedy_answer(model, tokenizer, r.prompt, max_new_tokens)
+                                     for r in tqdm(block, desc="lofit eval", leave=False)], records)
+    for r, pred in zip(records, preds, strict=True):
         scores.append(score_completion(r, pred))
         if len(shown) < 5:
             shown.append({"id": r.id, "prediction": pred, "answers": r.answers[:3]})
@@ -47,7 +51,7 @@ def evaluate_completions(model, tokenizer, records: Sequence[Completion], max_ne
 @torch.no_grad()
 def choice_logprobs(model, tokenizer, item: MultipleChoice) -> torch.Tensor:
     """Summed log-probability of each choice after the prompt [n_choices]."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     batch = collate([encode_pair(tokenizer, item.prompt, c) for c in item.choices],
                     tokenizer.pad_token_id or 0, device)
     return sequence_logprob(model, batch).cpu()
@@ -56,8 +60,9 @@ def choice_logprobs(model, tokenizer, item: MultipleChoice) -> torch.Tensor:
 def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoice]) -> dict:
     """TruthfulQA MC1 (the best answer has the highest likelihood) and MC2 (normalised mass on true answers)."""
     mc1, mc2 = [], []
-    for it in tqdm(items, desc="lofit eval mc", leave=False):
-        lp = choice_logprobs(model, tokenizer, it)
+    logprobs = map_items(lambda block: [choice_logprobs(model, tokenizer, it)
+                                        for it in tqdm(block, desc="lofit eval mc", leave=False)], items)
+    for it, lp in zip(items, logprobs, strict=True):
         if it.mc1_labels:
             mc1.append(float(it.mc1_labels[int(lp.argmax())] == 1))
         if it.mc2_labels:

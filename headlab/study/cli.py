@@ -7,12 +7,25 @@ from pathlib import Path
 
 
 def _study(args: argparse.Namespace) -> None:
+    from headlab.distributed import launched
+    from headlab.errors import HeadlabError
     from headlab.study.config import build_config
     from headlab.study.stages import build_study
 
+    if launched():  # every process would run the whole study into the same folder
+        raise HeadlabError("study: run it without accelerate launch/torchrun; --executor ray uses several GPUs")
+    if args.executor != "ray" and (args.address or args.num_cpus):
+        raise HeadlabError("study: --address and --num-cpus need --executor ray")
     config = build_config(args.preset, args.config, device=args.device, dtype=args.dtype, base_model=args.model,
                           seed=args.seed)
-    status = build_study(config, args.out).run(progress=not args.no_progress)
+    executor = None
+    if args.executor == "ray":
+        from headlab.study.executor import RayExecutor
+
+        # Model stages reserve a GPU only when they will use one.
+        executor = RayExecutor(args.address, args.num_cpus, args.cpus_per_stage,
+                               use_gpus=str(config.device).startswith("cuda"))
+    status = build_study(config, args.out).run(progress=not args.no_progress, executor=executor)
     done = sum(1 for v in status.values() if v != "skipped")
     print(f"study: {done} stages run, {len(status) - done} already done; report: {Path(args.out) / 'report'}")
     findings = Path(args.out) / "report" / "findings.md"
@@ -34,4 +47,11 @@ def add_study_commands(subparsers) -> None:
     s.add_argument("--dtype", default=None)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--executor", choices=["sequential", "ray"], default="sequential",
+                   help="sequential: one stage after another in this process; ray: every stage whose inputs "
+                        "are done runs at once as a Ray task (a GPU each for model stages when there are GPUs)")
+    s.add_argument("--address", help="with --executor ray: the cluster to join (auto, or ray://host:port); "
+                                     "default: start a local Ray instance")
+    s.add_argument("--num-cpus", type=int, help="with --executor ray and no --address: CPUs of the local instance")
+    s.add_argument("--cpus-per-stage", type=int, default=1, help="with --executor ray: CPUs each stage reserves")
     s.set_defaults(func=_study)

@@ -83,8 +83,13 @@ class Pipeline:
         except json.JSONDecodeError:
             return False
 
-    def run(self, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
-        """Run every stage not already done; returns name -> 'skipped' | seconds taken."""
+    def run(self, progress: bool = True, log: Callable[[str], None] = print, executor=None) -> dict[str, str]:
+        """Run every stage not already done; returns name -> 'skipped' | seconds taken.
+
+        `executor` (headlab/study/executor.py, e.g. RayExecutor) runs the stages concurrently instead of one
+        after another here; each stage still goes through `_run_stage`."""
+        if executor is not None:
+            return executor.run(self, progress=progress, log=log)
         fps = self.fingerprints()
         status: dict[str, str] = {}
         bar = tqdm(self.stages.values(), desc="study", unit="stage", disable=not progress)
