@@ -15,7 +15,8 @@ def _run(args: argparse.Namespace) -> None:
                        limit=args.limit, shots=args.shots, seed=args.seed,
                        direct_max_new_tokens=args.direct_max_new_tokens, cot_max_new_tokens=args.cot_max_new_tokens,
                        plan_max_new_tokens=args.plan_max_new_tokens, batch_size=args.batch_size, device=args.device,
-                       dtype=args.dtype, categories=parse_categories(args.category), cache=args.cache)
+                       dtype=args.dtype, categories=parse_categories(args.category), cache=args.cache,
+                       threads=args.threads)
     path = run_cot(config, args.out)
     summary = write_report(args.out, resamples=args.resamples)
     print_summary(summary)
@@ -54,6 +55,8 @@ def add_cot_commands(sub) -> None:
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--device", default="cpu")
     r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice; 1 on a "
+                                                           "machine shared with other jobs)")
     r.add_argument("--cache", help="reply cache folder (default: OUT/cache); share it between runs")
     r.add_argument("--seed", type=int, default=0, help="seed of the subset and few-shot draws")
     r.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")

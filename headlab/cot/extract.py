@@ -25,7 +25,7 @@ BARE_LETTER = re.compile(r"(?<![A-Za-z'])([A-Z])(?![A-Za-z'])(?!\s+[a-z])")
 @dataclass
 class Extraction:
     answer: str | None
-    status: str  # "ok", "fallback", "ambiguous" or "none"
+    status: str  # "ok", "fallback", "ambiguous", "none" (or "truncated", set by the run for a cut-off CoT)
 
 
 def statements(response: str) -> list[str]:

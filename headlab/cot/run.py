@@ -16,7 +16,7 @@ from pathlib import Path
 
 from headlab.cot.backends import Backend, Request, ResponseCache, answer_all
 from headlab.cot.datasets import Item, load_dataset
-from headlab.cot.extract import extract, is_correct
+from headlab.cot.extract import Extraction, extract, is_correct
 from headlab.cot.prompts import MODES, messages, question_text
 from headlab.cot.sandbox import SandboxLimits, SandboxResult, solve
 from headlab.errors import HeadlabError
@@ -42,6 +42,7 @@ class CotConfig:
     cache: str | None = None            # reply cache folder (default: <out>/cache)
     sandbox_cpu_seconds: int = 5
     sandbox_memory_mb: int = 1024
+    threads: int = 0                    # torch CPU threads (0: torch's default); 1 on a shared machine
 
     def check(self) -> None:
         if not self.data:
@@ -98,6 +99,10 @@ def make_backend(config: CotConfig) -> Backend:
         return EndpointBackend(config.endpoint, config.model, api_key=os.environ.get("OPENAI_API_KEY"))
     from headlab.toy import model_or_default
 
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)  # spinning thread pools on a busy machine cost more than they give
     return HFBackend(model_or_default(config.model), device=config.device, dtype=config.dtype,
                      batch_size=config.batch_size)
 
@@ -122,21 +127,26 @@ def run_cot(config: CotConfig, out: str | Path, backend: Backend | None = None) 
     records: dict[str, dict] = {}
     for (item, mode), reply in zip(pairs, replies, strict=True):
         rec = records.setdefault(item.id, {**item.to_dict(), "eq_question": "=" in question_text(item)})
-        rec[mode] = score_reply(mode, item, reply.text, reply.tokens, cache, limits)
+        rec[mode] = score_reply(mode, item, reply.text, reply.tokens, cache, limits, config.cap(mode))
     path = out / "examples.jsonl"
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
     return path
 
 
 def score_reply(mode: str, item: Item, text: str, tokens: int | None, cache: ResponseCache,
-                limits: SandboxLimits) -> dict:
-    """One mode's outcome for one item. A plan's program runs in the sandbox; its stdout is read as a direct answer."""
+                limits: SandboxLimits, cap: int | None = None) -> dict:
+    """One mode's outcome for one item. A plan's program runs in the sandbox; its stdout is read as a direct answer.
+
+    A chain of thought cut off by the length cap before any answer statement has no answer (status
+    `truncated`): the last number of an unfinished derivation is not the model's answer."""
     result: dict = {"response": text, "tokens": tokens}
     if mode == "plan":
         run = cached_solve(text, cache, limits)
         result.update(program_status=run.status, stdout=run.stdout, program_error=run.error)
         text = run.stdout
     got = extract(text, item, "direct" if mode == "plan" else mode)
+    if mode == "cot" and got.status == "fallback" and cap is not None and tokens is not None and tokens >= cap:
+        got = Extraction(None, "truncated")
     result.update(answer=got.answer, status=got.status, correct=is_correct(got.answer, item))
     return result
 
