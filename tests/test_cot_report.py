@@ -29,8 +29,8 @@ def test_report_numbers(tmp_path):
     rng = np.random.default_rng(0)
     math_d, math_c = rng.random(40) < 0.3, rng.random(40) < 0.7
     know_d, know_c = rng.random(30) < 0.6, rng.random(30) < 0.6
-    records = [record(i, "arith", "math", bool(d), bool(c), eq=True) for i, (d, c) in enumerate(zip(math_d, math_c))]
-    records += [record(i, "trivia", "knowledge", bool(d), bool(c)) for i, (d, c) in enumerate(zip(know_d, know_c))]
+    records = [record(i, "arith", "math", bool(math_d[i]), bool(math_c[i]), eq=True) for i in range(40)]
+    records += [record(i, "trivia", "knowledge", bool(know_d[i]), bool(know_c[i])) for i in range(30)]
     write_run(tmp_path, records)
     summary = write_report(tmp_path, resamples=2000)
     arith = next(r for r in summary["datasets"] if r["dataset"] == "arith")

@@ -58,7 +58,8 @@ def test_processes_and_limit_changes_are_refused():
 def test_long_loop_is_stopped():
     got = run_program("while True:\n    pass\n", FAST)
     assert got.status == "timeout"
-    assert run_program("import time\ntime.sleep(60)", SandboxLimits(cpu_seconds=1, wall_seconds=2.0)).status == "timeout"
+    sleeper = SandboxLimits(cpu_seconds=1, wall_seconds=2.0)
+    assert run_program("import time\ntime.sleep(60)", sleeper).status == "timeout"
 
 
 def test_memory_is_limited():

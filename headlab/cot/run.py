@@ -145,7 +145,7 @@ def score_reply(mode: str, item: Item, text: str, tokens: int | None, cache: Res
         result.update(program_status=run.status, stdout=run.stdout, program_error=run.error)
         text = run.stdout
     got = extract(text, item, "direct" if mode == "plan" else mode)
-    if mode == "cot" and got.status == "fallback" and cap is not None and tokens is not None and tokens >= cap:
+    if mode == "cot" and got.status in ("fallback", "none") and cap and tokens is not None and tokens >= cap:
         got = Extraction(None, "truncated")
     result.update(answer=got.answer, status=got.status, correct=is_correct(got.answer, item))
     return result
