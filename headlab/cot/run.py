@@ -126,7 +126,8 @@ def run_cot(config: CotConfig, out: str | Path, backend: Backend | None = None) 
                            memory_bytes=config.sandbox_memory_mb << 20)
     records: dict[str, dict] = {}
     for (item, mode), reply in zip(pairs, replies, strict=True):
-        rec = records.setdefault(item.id, {**item.to_dict(), "eq_question": "=" in question_text(item)})
+        key = f"{item.dataset}\t{item.id}"  # ids come from the files: unique within a dataset only
+        rec = records.setdefault(key, {**item.to_dict(), "eq_question": "=" in question_text(item)})
         rec[mode] = score_reply(mode, item, reply.text, reply.tokens, cache, limits, config.cap(mode))
     path = out / "examples.jsonl"
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
