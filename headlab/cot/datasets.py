@@ -284,12 +284,3 @@ def parse_categories(specs: list[str]) -> dict[str, str]:
             raise HeadlabError(f"--category {spec}: expected DATASET=CATEGORY")
         out[name.strip()] = category.strip()
     return out
-
-
-def dataset_name_of(path: str | Path) -> str:
-    path = Path(path)
-    try:
-        fmt = detect_format(path)
-    except HeadlabError:
-        return path.stem
-    return {"bigbench": bigbench_name, "mmlu": mmlu_name}.get(fmt, lambda p: p.stem)(path)
