@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(cmp_)
     cmp_.set_defaults(func=_heads_compare)
 
+    from headlab.cot.cli import add_cot_commands
     from headlab.data.cli import add_data_commands
     from headlab.lofit.cli import add_lofit_commands
     from headlab.mech_cli import add_mech_commands
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mech_commands(sub)
     add_train_commands(sub)
     add_study_commands(sub)
+    add_cot_commands(sub)
     return parser
 
 

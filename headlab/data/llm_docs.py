@@ -54,6 +54,11 @@ class LLMDocWriter:
         return text
 
     def _post(self, body: dict) -> str:
+        return self.post(body)[0]
+
+    def post(self, body: dict) -> tuple[str, dict]:
+        """Send one chat-completions request body (uncached): the reply's text and the whole parsed reply
+        (its `usage` counts tokens). headlab.cot uses it too, with greedy settings and its own cache."""
         url = self.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -74,7 +79,7 @@ class LLMDocWriter:
             raise HeadlabError(f"{url}: field 'choices[0].message.content' is missing") from None
         if not isinstance(content, str):
             raise HeadlabError(f"{url}: field 'choices[0].message.content' is not a string")
-        return content
+        return content, reply
 
     def document(self, title: str, sentence: str) -> str:
         """A paragraph about `title` that contains `sentence` verbatim (inserted mid-paragraph if the LLM
