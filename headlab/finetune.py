@@ -10,7 +10,9 @@ merged LoRA, or a PEFT adapter naming its base) and summary.json. The Trainer do
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from transformers import TrainerCallback
 
 from headlab.errors import HeadlabError
 from headlab.extension import apply_overrides, current_length, extension_overrides
-from headlab.io import atomic_write_json, read_json
+from headlab.io import atomic_write_json, file_sha256, read_json
 from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
 
 METHODS = ("lora", "full")
@@ -197,11 +199,59 @@ def _check_run_folder(cfg: FinetuneConfig, resume: bool) -> None:
         if not saved.is_file():
             raise HeadlabError(f"{saved}: file not found, nothing to resume")
         before = read_json(saved)
-        now = asdict(cfg)
-        changed = sorted(k for k in now if before.get(k) != now[k])
+        if not isinstance(before, dict):
+            raise HeadlabError(f"{saved}: expected a JSON object (the run's settings)")
+        # Where the run folder and the data file live does not matter, only what the data holds: a run
+        # folder copied or moved elsewhere still resumes.
+        now = {**asdict(cfg), DATA_HASH: file_sha256(Path(cfg.data))}
+        changed = sorted(k for k in now if k not in ("out", "data") and before.get(k) != now[k])
         if changed:
             raise HeadlabError(f"{saved}: field '{changed[0]}' differs from the run being resumed "
                                f"({before.get(changed[0])!r} there, {now[changed[0]]!r} now)")
+
+
+CHECKPOINT_MARKER = "headlab_complete.json"  # written last into a checkpoint: its files and their sha256
+DATA_HASH = "data_sha256"
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    """After the Trainer has written a checkpoint whole, record its files' hashes inside it.
+
+    The Trainer writes checkpoint-N in place, file by file; a kill during that save leaves a folder that
+    looks like a checkpoint. Only a checkpoint holding this marker, with every file matching it, is resumed.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_json(folder / CHECKPOINT_MARKER, _folder_hashes(folder))
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKPOINT_MARKER}
+
+
+def _checkpoint_complete(folder: Path) -> bool:
+    try:
+        recorded = json.loads((folder / CHECKPOINT_MARKER).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(recorded, dict) and bool(recorded) and recorded == _folder_hashes(folder)
+
+
+def last_complete_checkpoint(checkpoints: Path, log=print) -> Path | None:
+    """The newest checkpoint known complete; newer incomplete ones (a kill inside a save) are removed, so
+    the Trainer's own rotation never counts them."""
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                   key=lambda p: int(p.name[11:]), reverse=True)
+    for folder in found:
+        if _checkpoint_complete(folder):
+            return folder
+        log(f"finetune: {folder} is incomplete (interrupted while saving); removed")
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
 
 
 def training_arguments(cfg: FinetuneConfig, n_rows: int):
@@ -232,14 +282,17 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     rows = encode_all(items, tokenizer, current_length(config), answer_only=cfg.loss_on == "answer")
     model = build_model(cfg, config)
     out = Path(cfg.out)
-    atomic_write_json(out / "config.json", asdict(cfg))
+    checkpoint = last_complete_checkpoint(out / "checkpoints") if resume else None
+    if resume and checkpoint is None:
+        print(f"finetune: {out} has no complete checkpoint; training from step 0")
+    atomic_write_json(out / "config.json", {**asdict(cfg), DATA_HASH: file_sha256(Path(cfg.data))})
     atomic_write_json(out / EXTENSION_FILE, overrides)
     trainer = Trainer(model=model, args=training_arguments(cfg, len(rows)), train_dataset=TokenDataset(rows),
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[ProgressBar(), *(callbacks or [])])
+                      callbacks=[ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # its per-log dict lines would break up the progress bar
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - t0
     if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback: no final model
         return {"stopped_at_step": trainer.state.global_step}
@@ -263,6 +316,7 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
     """A folder `from_pretrained` loads: full weights, merged LoRA, or a PEFT adapter that names its base."""
     is_peft = hasattr(model, "peft_config")
     tmp = path.with_name(path.name + ".partial")  # written whole, then renamed: no half-saved model
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
     if is_peft and not cfg.merge:
         model.peft_config["default"].base_model_name_or_path = _base_name(cfg.model)
         model.save_pretrained(tmp)
