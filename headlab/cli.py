@@ -101,10 +101,12 @@ def _heads_compare(args: argparse.Namespace) -> None:
 def _geometry_of(model_path: str):
     from transformers import AutoConfig
 
+    from headlab.model_check import check_model_source
     from headlab.seam import head_geometry
 
     if not Path(model_path).is_dir():
         raise HeadlabError(f"{model_path}: model folder not found")
+    check_model_source(model_path)
     return head_geometry(AutoConfig.from_pretrained(model_path))
 
 
@@ -115,7 +117,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headlab", description=__doc__.splitlines()[0])
+    from headlab.inputs import OneLineParser, harden
+
+    parser = OneLineParser(prog="headlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("detect", help="retrieval-head detection (copy-paste score, Wu et al. 2024)",
@@ -171,16 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_mech_commands(sub)
     add_train_commands(sub)
     add_study_commands(sub)
+    harden(parser)  # shared checks on every command's options (headlab/inputs.py)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "allow_pickle", False):
+            from headlab.model_check import allow_pickle
+
+            allow_pickle()
         args.func(args)
     except HeadlabError as e:
         print(f"headlab: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # one line, not a traceback; 130 = 128 + SIGINT, as shells report it
+        print("headlab: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -170,11 +170,13 @@ def build_model(cfg: FinetuneConfig, config):
     """Load the weights under the extended config; wrap in LoRA when asked."""
     from transformers import AutoModelForCausalLM
 
-    from headlab.seam import _resolve_dtype
+    from headlab.model_check import check_model_source
+    from headlab.seam import _resolve_dtype, _weights_kwargs
 
+    check_model_source(cfg.model, weights=True)
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
     model = AutoModelForCausalLM.from_pretrained(cfg.model, config=config, dtype=_resolve_dtype(cfg.dtype),
-                                                 trust_remote_code=cfg.trust_remote_code)
+                                                 trust_remote_code=cfg.trust_remote_code, **_weights_kwargs())
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -348,15 +350,18 @@ def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from headlab.seam import _resolve_dtype, load_model_config, load_tokenizer
+    from headlab.model_check import check_model_folder, check_model_source
+    from headlab.seam import _resolve_dtype, _weights_kwargs, load_model_config, load_tokenizer
 
+    check_model_folder(path, weights=True)  # adapter_model.safetensors whole; adapter_model.bin refused
     base = read_json(adapter).get("base_model_name_or_path")
-    if not base:
+    if not base or not isinstance(base, str):
         raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
     config = load_model_config(base, trust_remote_code)
+    check_model_source(base, weights=True)
     ext = path / EXTENSION_FILE
     apply_overrides(config, read_json(ext) if ext.is_file() else {})
     model = AutoModelForCausalLM.from_pretrained(base, config=config, dtype=_resolve_dtype(dtype),
-                                                 trust_remote_code=trust_remote_code)
+                                                 trust_remote_code=trust_remote_code, **_weights_kwargs())
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     return model.to(device).eval(), load_tokenizer(path, trust_remote_code)
