@@ -21,11 +21,14 @@ def _detect(args: argparse.Namespace) -> None:
 
     model_path = model_or_default(args.model)
     # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
+    from headlab.data.niah import length_limit
+
     tokenizer = load_tokenizer(model_path, args.trust_remote_code)
-    probes = load_probes(args.probes, tokenizer) if args.probes else _default_probes(tokenizer, args.seed)
+    positions = max_positions(load_model_config(model_path, args.trust_remote_code))
+    probes = load_probes(args.probes, tokenizer, length_limit(positions, args.allow_long_context), positions) \
+        if args.probes else _default_probes(tokenizer, args.seed)
     if not args.allow_long_context:
-        check_context_length(probes, max_positions(load_model_config(model_path, args.trust_remote_code)),
-                             args.max_new_tokens)
+        check_context_length(probes, positions, args.max_new_tokens)
     model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
                                   attn_implementation=args.attn, trust_remote_code=args.trust_remote_code)
     config = DetectConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,

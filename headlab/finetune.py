@@ -30,6 +30,7 @@ from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")
 EXTENSION_FILE = "extension.json"
+DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -64,15 +65,52 @@ class FinetuneConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # more TrainingArguments, passed through
 
     def check(self) -> None:
+        def fail(name: str, wanted: str) -> HeadlabError:
+            return HeadlabError(f"finetune: field '{name}' must be {wanted} (got {getattr(self, name)!r})")
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        # Types first: a YAML `lr: fast` must be named here, not fail as a comparison deep inside.
+        for name in ("lora_rank", "batch_size", "grad_accum", "warmup_steps", "seed", "save_steps",
+                     "save_total_limit", "logging_steps"):
+            if not integer(getattr(self, name)):
+                raise fail(name, "an integer")
+        for name in ("lora_alpha", "lora_dropout", "lr", "epochs", "weight_decay"):
+            if not number(getattr(self, name)):
+                raise fail(name, "a finite number")
+        for name in ("steps", "context_length"):
+            if getattr(self, name) is not None and not integer(getattr(self, name)):
+                raise fail(name, "an integer")
+        if self.rope_theta is not None and not number(self.rope_theta):
+            raise fail("rope_theta", "a finite number")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, dict):
+            raise fail("rope_scaling", "a mapping")
+        if self.target_modules is not None and not (
+                isinstance(self.target_modules, list) and all(isinstance(m, str) for m in self.target_modules)):
+            raise fail("target_modules", "a list of module names")
+        if not isinstance(self.extra, dict):
+            raise fail("extra", "a mapping of TrainingArguments")
         rules = [("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
                  ("loss_on", self.loss_on in LOSS_ON, f"one of {', '.join(LOSS_ON)}"),
+                 ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
                  ("lr", self.lr > 0, "positive"), ("batch_size", self.batch_size >= 1, ">= 1"),
                  ("grad_accum", self.grad_accum >= 1, ">= 1"), ("lora_rank", self.lora_rank >= 1, ">= 1"),
+                 ("lora_alpha", self.lora_alpha > 0, "positive"),
+                 ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
                  ("steps", self.steps is None or self.steps >= 1, ">= 1"), ("epochs", self.epochs > 0, "positive"),
-                 ("save_steps", self.save_steps >= 1, ">= 1")]
+                 ("context_length", self.context_length is None or self.context_length >= 1, ">= 1"),
+                 ("rope_theta", self.rope_theta is None or self.rope_theta > 0, "positive"),
+                 ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("seed", self.seed >= 0, ">= 0"), ("save_steps", self.save_steps >= 1, ">= 1"),
+                 ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
+                 ("logging_steps", self.logging_steps >= 1, ">= 1")]
         for name, ok, wanted in rules:
             if not ok:
-                raise HeadlabError(f"finetune: field '{name}' must be {wanted} (got {getattr(self, name)!r})")
+                raise fail(name, wanted)
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -337,6 +375,23 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
 def _base_name(name: str) -> str:
     p = Path(name).expanduser()
     return str(p.resolve()) if p.exists() else name
+
+
+def trained_config(path: str | Path, trust_remote_code: bool = False):
+    """The transformers config `load_trained` will build, without loading weights (cheap input checks)."""
+    from headlab.seam import load_model_config
+
+    path = Path(path)
+    adapter = path / "adapter_config.json"
+    if not adapter.is_file():
+        return load_model_config(path, trust_remote_code)
+    base = read_json(adapter).get("base_model_name_or_path")
+    if not base or not isinstance(base, str):
+        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
+    config = load_model_config(base, trust_remote_code)
+    ext = path / EXTENSION_FILE
+    apply_overrides(config, read_json(ext) if ext.is_file() else {})
+    return config
 
 
 def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False):

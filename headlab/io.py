@@ -49,13 +49,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_json(path: str | Path) -> Any:
+    from headlab.inputs import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise HeadlabError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
+    except RecursionError:  # [[[[... nested deeper than the parser's stack
+        raise HeadlabError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -65,18 +67,32 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise HeadlabError(f"{path}: file not found")
+    from headlab.inputs import decode_utf8
+
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
+    offset = 0
+    with opener(path, "rb") as f:
+        for lineno, data in enumerate(_lines(f, path), start=1):
+            raw = decode_utf8(data, path, lineno, offset)  # the byte counted from the file's start
+            offset += len(data)
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise HeadlabError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise HeadlabError(f"{where(path, lineno)}: invalid JSON (nested too deeply)") from None
             if not isinstance(obj, dict):
                 raise HeadlabError(f"{where(path, lineno)}: expected a JSON object")
             yield lineno, obj
+
+
+def _lines(f, path: Path) -> Iterator[bytes]:
+    try:
+        yield from f
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz
+        raise HeadlabError(f"{path}: cannot read ({e})") from None
 
 
 def require(obj: dict, field: str, kind: type | tuple[type, ...], path: str | Path, lineno: int | None,
