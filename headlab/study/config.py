@@ -122,7 +122,8 @@ class StudyConfig:
         try:
             cfg.check()
         except HeadlabError as e:
-            raise HeadlabError(f"{source}: {str(e).replace("finetune: field '", "field 'finetune.")}") from None
+            message = str(e).replace("finetune: field '", "field 'finetune.")
+            raise HeadlabError(f"{source}: {message}") from None
 
     @property
     def models(self) -> list[str]:
