@@ -82,8 +82,9 @@ def _heads_import(args: argparse.Namespace) -> None:
     scores = load_scores(args.file, geometry)
     means = mean_scores(scores)
     out = Path(args.out)
+    matrix = score_matrix(means, geometry)  # before any write: a bad file leaves nothing behind
     atomic_write_json(out / "retrieval_scores.json", scores)
-    head_heatmap(score_matrix(means, geometry), out / "retrieval_heads.png")
+    head_heatmap(matrix, out / "retrieval_heads.png")
     atomic_write_json(out / "summary.json", {
         "mean_scores": means, "retrieval_heads": select_heads(means, args.threshold, args.top_k),
         "probes_counted": max((len(v) for v in scores.values()), default=0),
