@@ -70,7 +70,8 @@ def env(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
 # (id, argv with {placeholders} from env, fragments of the one error line). {out} is a fresh path.
 CASES = [
     # -- non-UTF-8 input files: named with the byte
-    ("utf8-evaluate", "evaluate --model {model} --data {latin1.jsonl} --out {out}", ["latin1.jsonl:2", "not UTF-8 text (byte "]),
+    ("utf8-evaluate", "evaluate --model {model} --data {latin1.jsonl} --out {out}",
+     ["latin1.jsonl:2", "not UTF-8 text (byte "]),
     ("utf8-finetune", "finetune --model {model} --data {latin1.jsonl} --out {out}", ["latin1.jsonl:2", "UTF-8"]),
     ("utf8-detect", "detect --model {model} --probes {latin1-first.jsonl} --out {out}",
      ["latin1-first.jsonl:1", "byte 24"]),
