@@ -94,6 +94,14 @@ class FinetuneConfig:
             raise fail("target_modules", "a list of module names")
         if not isinstance(self.extra, dict):
             raise fail("extra", "a mapping of TrainingArguments")
+        import dataclasses
+
+        from transformers import TrainingArguments
+
+        known = {f.name for f in dataclasses.fields(TrainingArguments)}
+        unknown = sorted(str(k) for k in self.extra if k not in known)
+        if unknown:
+            raise HeadlabError(f"finetune: field 'extra.{unknown[0]}' is not a TrainingArguments setting")
         rules = [("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
                  ("loss_on", self.loss_on in LOSS_ON, f"one of {', '.join(LOSS_ON)}"),
                  ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
