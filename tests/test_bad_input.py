@@ -225,3 +225,30 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
     (tmp_path / "h.json").write_text(json.dumps({"0-0": [1.0]}))
     assert cli.main(["heads", "show", str(tmp_path / "h.json")]) == 130
     assert capsys.readouterr().err == "headlab: interrupted\n"
+
+
+def test_converter_never_writes_a_file_its_loader_rejects(tmp_path, capsys):
+    src = tmp_path / "mdqa.jsonl"
+    src.write_text(json.dumps({"question": "q?", "answers": ["a"], "ctxs": [
+        {"title": "", "text": "", "isgold": True}, {"title": "t", "text": "x y", "isgold": False}]}) + "\n")
+    assert main(["data", "convert", str(src), "--format", "mdqa", "--out", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "example mdqa-1: field 'gold_spans[0]'" in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(tiny_model_dir, tmp_path, capsys):
+    probes = tmp_path / "p.jsonl"
+    probes.write_text(json.dumps({"input_ids": [5, 6, 100000, 7], "needle_start": 1, "needle_end": 3}) + "\n")
+    assert main(["detect", "--model", str(tiny_model_dir), "--probes", str(probes), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "p.jsonl:1: field 'input_ids': token id 100000 is outside" in capsys.readouterr().err
+
+
+def test_unknown_rope_type_is_named(env, tmp_path, capsys):
+    argv = ["finetune", "--model", env["model"], "--data", env["data"], "--out", str(tmp_path / "out"),
+            "--context-length", "1024", "--rope-scaling", '{"rope_type": "warp"}']
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'rope_scaling.rope_type' must be one of" in err and "'warp'" in err
+    assert not (tmp_path / "out").exists()

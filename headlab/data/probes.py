@@ -84,6 +84,11 @@ def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | N
         if not 0 <= start < end <= len(ids):
             raise HeadlabError(f"{where(path, lineno, 'needle_end')}: needle span [{start}, {end}) is not "
                                f"inside the {len(ids)} input ids")
+        vocab = len(tokenizer)
+        outside = [t for t in ids if not 0 <= t < vocab]
+        if outside:  # an embedding lookup would fail deep inside the model (or read garbage on a GPU)
+            raise HeadlabError(f"{where(path, lineno, 'input_ids')}: token id {outside[0]} is outside the "
+                               f"tokenizer's vocabulary of {vocab}")
         return Probe(probe_id, ids, start, end)
     fields = {f: require(record, f, str, path, lineno, lambda v: bool(v.strip()))
               for f in ("context", "needle", "question")}
