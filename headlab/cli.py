@@ -183,6 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose --out folder is written whole: into a scratch sibling, then moved in (headlab.io.staged_folder).
+# Not finetune, study (run folders that resume) nor lofit merge (already one rename).
+WHOLE_OUTPUT = {"headlab.cli._detect", "headlab.cli._heads_import", "headlab.mech_cli._knockout",
+                "headlab.mech_cli._patch", "headlab.mech_cli._compare", "headlab.train_cli._evaluate",
+                "headlab.train_cli._niah", "headlab.lofit.cli._select", "headlab.lofit.cli._tune"}
+
+
+def _run(args: argparse.Namespace) -> None:
+    import contextlib
+    import io
+
+    from headlab.io import staged_folder
+
+    if f"{args.func.__module__}.{args.func.__qualname__}" not in WHOLE_OUTPUT or not getattr(args, "out", None):
+        args.func(args)
+        return
+    final = args.out
+    printed = io.StringIO()
+    with staged_folder(final) as stage:
+        args.out = str(stage)
+        try:
+            with contextlib.redirect_stdout(printed):  # its messages name the final folder, not the scratch one
+                args.func(args)
+        finally:
+            sys.stdout.write(printed.getvalue().replace(str(stage), str(final)))
+            args.out = final
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -190,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             from headlab.model_check import allow_pickle
 
             allow_pickle()
-        args.func(args)
+        _run(args)
     except HeadlabError as e:
         print(f"headlab: error: {e}", file=sys.stderr)
         return 2

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,3 +110,31 @@ def require(obj: dict, field: str, kind: type | tuple[type, ...], path: str | Pa
     if check is not None and not check(value):
         raise HeadlabError(f"{where(path, lineno, field)} has an invalid value")
     return value
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """Yield a sibling scratch folder to write a command's outputs into; on success they appear in `final`
+    together, on failure (or a kill) `final` is as it was.
+
+    A new `final` appears by one rename. An existing one gets each file replaced by a rename (milliseconds),
+    so a kill while figures are drawn can no longer leave new scores beside an old summary."""
+    final = Path(final)
+    stage = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if not stage.exists():  # the command wrote nothing
+        return
+    if not final.exists():
+        stage.rename(final)
+        return
+    for path in sorted(stage.rglob("*")):
+        if path.is_file():
+            target = final / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(stage, ignore_errors=True)

@@ -249,3 +249,26 @@ def test_lock_file_left_by_a_dead_process_is_taken_over(tmp_path):
     start = time.time()
     _chain(tmp_path, calls).run(progress=False, log=lambda s: None)
     assert calls == ["a", "b/x", "c"] and time.time() - start < 60
+
+
+def test_command_killed_while_drawing_leaves_its_old_outputs_whole(tmp_path, monkeypatch, capsys):
+    from headlab import plots
+    from headlab.cli import main
+
+    out = tmp_path / "out"
+    for name, score in (("a.json", 0.25), ("b.json", 0.75)):
+        (tmp_path / name).write_text(json.dumps({"0-0": [score], "1-1": [0.5]}))
+    assert main(["heads", "import", str(tmp_path / "a.json"), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "head_heatmap", killed)
+    assert main(["heads", "import", str(tmp_path / "b.json"), "--out", str(out)]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not b's scores beside a's summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "out"]
+    monkeypatch.undo()
+    assert main(["heads", "import", str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    assert json.loads((out / "retrieval_scores.json").read_text())["0-0"] == [0.75]
+    assert f"into {out}" in capsys.readouterr().out  # messages name the real folder, not the scratch one
