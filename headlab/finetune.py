@@ -333,9 +333,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     checkpoint = last_complete_checkpoint(out / "checkpoints") if resume else None
     if resume and checkpoint is None:
         print(f"finetune: {out} has no complete checkpoint; training from step 0")
+    try:  # before anything is written: TrainingArguments refuses some settings only now (bf16 on CPU, ...)
+        train_args = training_arguments(cfg, len(rows))
+    except (ValueError, TypeError) as e:
+        raise HeadlabError(f"finetune: {str(e).strip().splitlines()[0]}") from None
     atomic_write_json(out / "config.json", {**asdict(cfg), DATA_HASH: file_sha256(Path(cfg.data))})
     atomic_write_json(out / EXTENSION_FILE, overrides)
-    trainer = Trainer(model=model, args=training_arguments(cfg, len(rows)), train_dataset=TokenDataset(rows),
+    trainer = Trainer(model=model, args=train_args, train_dataset=TokenDataset(rows),
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                       callbacks=[ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # its per-log dict lines would break up the progress bar
