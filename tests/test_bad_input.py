@@ -47,7 +47,8 @@ def env(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
     niah = {"needles": [{"needle": "The code is 7.", "question": "What is the code?", "answer": "7"}],
             "depths": [0.5]}
     for name, hay, lengths in (("long", "text.txt", [100_000_000]), ("empty", "blank.txt", [200]),
-                               ("nonutf8", "latin1.txt", [200])):
+                               ("nonutf8", "latin1.txt", [200]), ("short", "text.txt", [3]),
+                               ("absolute", str(root / "*.txt"), [100_000_000])):
         (root / f"{name}.json").write_text(json.dumps({**niah, "haystack": [hay], "lengths": lengths}))
     (root / "badspec.yaml").write_text("haystack: [text.txt]\nneedles: [\n")
     (root / "file.txt").write_text("I am a file")
@@ -147,6 +148,12 @@ CASES = [
     ("niah-lengths-flag", "niah --model {model} --lengths 100000000 --out {out}", ["lengths", "too long"]),
     ("niah-empty", "detect --model {model} --probes {empty.json} --out {out}", ["empty.json", "'haystack'"]),
     ("niah-yaml-line", "detect --model {model} --probes {badspec.yaml} --out {out}", ["badspec.yaml:3"]),
+    ("niah-too-short", "detect --model {model} --probes {short.json} --out {out}",
+     ["short.json", "field 'lengths'", "too short"]),
+    ("niah-absolute-glob", "detect --model {model} --probes {absolute.json} --out {out}",
+     ["absolute.json", "'lengths'"]),  # the absolute glob is read (no NotImplementedError), then refused
+    ("curve-too-big", "knockout --model {model} --heads {heads.json} --k 2 --curve 50 --out {out}",
+     ["field 'curve'", "got 50"]),
     # -- head names
     ("head-zeros", "heads show {zeros.json}", ["zeros.json", "'05-00'"]),
     ("head-arabic", "heads import {arabic.json} --out {out}", ["arabic.json", "head name"]),
