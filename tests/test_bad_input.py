@@ -259,3 +259,36 @@ def test_unknown_rope_type_is_named(env, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "field 'rope_scaling.rope_type' must be one of" in err and "'warp'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_names_that_look_local_never_reach_the_hub(tmp_path, monkeypatch):
+    from headlab.errors import HeadlabError
+    from headlab.model_check import check_model_source
+
+    asked = []
+    monkeypatch.setattr("headlab.model_check.hub_reachable", lambda: asked.append(1) or True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("runs/model", "./model", "~/nope/model", "a/b/c", "model", "C:\\models\\x"):
+        with pytest.raises(HeadlabError, match="model folder not found"):
+            check_model_source(name)
+    assert asked == []
+    check_model_source("some-org/some-model")  # a hub id, reachable: left to transformers
+    assert asked == [1]
+
+
+def test_hub_id_offline_is_one_line_or_the_cached_copy(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from headlab.errors import HeadlabError
+    from headlab.model_check import check_model_source
+
+    monkeypatch.setattr("headlab.model_check.hub_reachable", lambda: False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: None)
+    with pytest.raises(HeadlabError, match="hub cannot be reached and holds no cached copy") as e:
+        check_model_source("some-org/some-model")
+    assert "\n" not in str(e.value) and not constants.HF_HUB_OFFLINE
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: str(tmp_path / "config.json"))
+    check_model_source("some-org/some-model")
+    assert constants.HF_HUB_OFFLINE  # the cached copy is used without asking the hub (no retries)
