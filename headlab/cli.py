@@ -24,11 +24,14 @@ def _detect(args: argparse.Namespace) -> None:
 
     model_path = model_or_default(args.model)
     # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
+    from headlab.data.niah import length_limit
+
     tokenizer = load_tokenizer(model_path, args.trust_remote_code)
-    probes = load_probes(args.probes, tokenizer) if args.probes else _default_probes(tokenizer, args.seed)
+    positions = max_positions(load_model_config(model_path, args.trust_remote_code))
+    probes = load_probes(args.probes, tokenizer, length_limit(positions, args.allow_long_context), positions) \
+        if args.probes else _default_probes(tokenizer, args.seed)
     if not args.allow_long_context:
-        check_context_length(probes, max_positions(load_model_config(model_path, args.trust_remote_code)),
-                             args.max_new_tokens)
+        check_context_length(probes, positions, args.max_new_tokens)
     model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
                                   attn_implementation=args.attn, trust_remote_code=args.trust_remote_code,
                                   **placement_args(args))
@@ -85,8 +88,9 @@ def _heads_import(args: argparse.Namespace) -> None:
     scores = load_scores(args.file, geometry)
     means = mean_scores(scores)
     out = Path(args.out)
+    matrix = score_matrix(means, geometry)  # before any write: a bad file leaves nothing behind
     atomic_write_json(out / "retrieval_scores.json", scores)
-    head_heatmap(score_matrix(means, geometry), out / "retrieval_heads.png")
+    head_heatmap(matrix, out / "retrieval_heads.png")
     atomic_write_json(out / "summary.json", {
         "mean_scores": means, "retrieval_heads": select_heads(means, args.threshold, args.top_k),
         "probes_counted": max((len(v) for v in scores.values()), default=0),
@@ -107,10 +111,12 @@ def _heads_compare(args: argparse.Namespace) -> None:
 def _geometry_of(model_path: str):
     from transformers import AutoConfig
 
+    from headlab.model_check import check_model_source
     from headlab.seam import head_geometry
 
     if not Path(model_path).is_dir():
         raise HeadlabError(f"{model_path}: model folder not found")
+    check_model_source(model_path)
     return head_geometry(AutoConfig.from_pretrained(model_path))
 
 
@@ -121,9 +127,10 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from headlab.inputs import OneLineParser, harden
     from headlab.placement import add_placement_args
 
-    parser = argparse.ArgumentParser(prog="headlab", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="headlab", description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true",
                         help="show library logging, warnings and per-model loading bars (off by default)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,17 +191,53 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     add_study_commands(sub)
     add_cot_commands(sub)
+    harden(parser)  # shared checks on every command's options (headlab/inputs.py)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_libraries(args.verbose)
-    try:
+# Commands whose --out folder is written whole: into a scratch sibling, then moved in (headlab.io.staged_folder).
+# Not finetune, study (run folders that resume) nor lofit merge (already one rename).
+WHOLE_OUTPUT = {"headlab.cli._detect", "headlab.cli._heads_import", "headlab.mech_cli._knockout",
+                "headlab.mech_cli._patch", "headlab.mech_cli._compare", "headlab.train_cli._evaluate",
+                "headlab.train_cli._niah", "headlab.lofit.cli._select", "headlab.lofit.cli._tune"}
+
+
+def _run(args: argparse.Namespace) -> None:
+    import contextlib
+    import io
+
+    from headlab.io import staged_folder
+
+    if f"{args.func.__module__}.{args.func.__qualname__}" not in WHOLE_OUTPUT or not getattr(args, "out", None):
         args.func(args)
+        return
+    final = args.out
+    printed = io.StringIO()
+    with staged_folder(final) as stage:
+        args.out = str(stage)
+        try:
+            with contextlib.redirect_stdout(printed):  # its messages name the final folder, not the scratch one
+                args.func(args)
+        finally:
+            sys.stdout.write(printed.getvalue().replace(str(stage), str(final)))
+            args.out = final
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        quiet_libraries(args.verbose)
+        if getattr(args, "allow_pickle", False):
+            from headlab.model_check import allow_pickle
+
+            allow_pickle()
+        _run(args)
     except HeadlabError as e:
         print(f"headlab: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # one line, not a traceback; 130 = 128 + SIGINT, as shells report it
+        print("headlab: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -62,6 +62,12 @@ def extension_overrides(config, target_length: int | None, rope_theta: float | N
         if "rope_type" not in rope_scaling:
             raise HeadlabError("context extension: field 'rope_scaling' needs a 'rope_type' "
                                "(linear, dynamic, yarn, llama3, longrope)")
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        known = ["default", *ROPE_INIT_FUNCTIONS]
+        if rope_scaling["rope_type"] not in known:
+            raise HeadlabError(f"context extension: field 'rope_scaling.rope_type' must be one of "
+                               f"{', '.join(known)} (got {rope_scaling['rope_type']!r})")
         rope.update(rope_scaling)
         if rope["rope_type"] in _NEEDS_ORIGINAL:
             rope.setdefault("original_max_position_embeddings", original)

@@ -10,7 +10,9 @@ merged LoRA, or a PEFT adapter naming its base) and summary.json. The Trainer do
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,12 +24,13 @@ from transformers import TrainerCallback
 
 from headlab.errors import HeadlabError
 from headlab.extension import apply_overrides, current_length, extension_overrides
-from headlab.io import atomic_write_json, read_json
+from headlab.io import atomic_write_json, file_sha256, read_json
 from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
 
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")
 EXTENSION_FILE = "extension.json"
+DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -62,15 +65,60 @@ class FinetuneConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # more TrainingArguments, passed through
 
     def check(self) -> None:
+        def fail(name: str, wanted: str) -> HeadlabError:
+            return HeadlabError(f"finetune: field '{name}' must be {wanted} (got {getattr(self, name)!r})")
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        # Types first: a YAML `lr: fast` must be named here, not fail as a comparison deep inside.
+        for name in ("lora_rank", "batch_size", "grad_accum", "warmup_steps", "seed", "save_steps",
+                     "save_total_limit", "logging_steps"):
+            if not integer(getattr(self, name)):
+                raise fail(name, "an integer")
+        for name in ("lora_alpha", "lora_dropout", "lr", "epochs", "weight_decay"):
+            if not number(getattr(self, name)):
+                raise fail(name, "a finite number")
+        for name in ("steps", "context_length"):
+            if getattr(self, name) is not None and not integer(getattr(self, name)):
+                raise fail(name, "an integer")
+        if self.rope_theta is not None and not number(self.rope_theta):
+            raise fail("rope_theta", "a finite number")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, dict):
+            raise fail("rope_scaling", "a mapping")
+        if self.target_modules is not None and not (
+                isinstance(self.target_modules, list) and all(isinstance(m, str) for m in self.target_modules)):
+            raise fail("target_modules", "a list of module names")
+        if not isinstance(self.extra, dict):
+            raise fail("extra", "a mapping of TrainingArguments")
+        import dataclasses
+
+        from transformers import TrainingArguments
+
+        known = {f.name for f in dataclasses.fields(TrainingArguments)}
+        unknown = sorted(str(k) for k in self.extra if k not in known)
+        if unknown:
+            raise HeadlabError(f"finetune: field 'extra.{unknown[0]}' is not a TrainingArguments setting")
         rules = [("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
                  ("loss_on", self.loss_on in LOSS_ON, f"one of {', '.join(LOSS_ON)}"),
+                 ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
                  ("lr", self.lr > 0, "positive"), ("batch_size", self.batch_size >= 1, ">= 1"),
                  ("grad_accum", self.grad_accum >= 1, ">= 1"), ("lora_rank", self.lora_rank >= 1, ">= 1"),
+                 ("lora_alpha", self.lora_alpha > 0, "positive"),
+                 ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
                  ("steps", self.steps is None or self.steps >= 1, ">= 1"), ("epochs", self.epochs > 0, "positive"),
-                 ("save_steps", self.save_steps >= 1, ">= 1")]
+                 ("context_length", self.context_length is None or self.context_length >= 1, ">= 1"),
+                 ("rope_theta", self.rope_theta is None or self.rope_theta > 0, "positive"),
+                 ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("seed", self.seed >= 0, ">= 0"), ("save_steps", self.save_steps >= 1, ">= 1"),
+                 ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
+                 ("logging_steps", self.logging_steps >= 1, ">= 1")]
         for name, ok, wanted in rules:
             if not ok:
-                raise HeadlabError(f"finetune: field '{name}' must be {wanted} (got {getattr(self, name)!r})")
+                raise fail(name, wanted)
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -168,11 +216,13 @@ def build_model(cfg: FinetuneConfig, config):
     """Load the weights under the extended config; wrap in LoRA when asked."""
     from transformers import AutoModelForCausalLM
 
-    from headlab.seam import _resolve_dtype
+    from headlab.model_check import check_model_source
+    from headlab.seam import _resolve_dtype, _weights_kwargs
 
+    check_model_source(cfg.model, weights=True)
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
     model = AutoModelForCausalLM.from_pretrained(cfg.model, config=config, dtype=_resolve_dtype(cfg.dtype),
-                                                 trust_remote_code=cfg.trust_remote_code)
+                                                 trust_remote_code=cfg.trust_remote_code, **_weights_kwargs())
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -197,8 +247,12 @@ def _check_run_folder(cfg: FinetuneConfig, resume: bool) -> None:
         if not saved.is_file():
             raise HeadlabError(f"{saved}: file not found, nothing to resume")
         before = read_json(saved)
-        now = asdict(cfg)
-        changed = sorted(k for k in now if before.get(k) != now[k])
+        if not isinstance(before, dict):
+            raise HeadlabError(f"{saved}: expected a JSON object (the run's settings)")
+        # Where the run folder and the data file live does not matter, only what the data holds: a run
+        # folder copied or moved elsewhere still resumes.
+        now = {**asdict(cfg), DATA_HASH: file_sha256(Path(cfg.data))}
+        changed = sorted(k for k in now if k not in ("out", "data") and before.get(k) != now[k])
         if changed:
             raise HeadlabError(f"{saved}: field '{changed[0]}' differs from the run being resumed "
                                f"({before.get(changed[0])!r} there, {now[changed[0]]!r} now)")
@@ -212,6 +266,50 @@ def _checkpointing_argument(enabled: bool) -> dict:
 
     names = {f.name for f in fields(TrainingArguments)}
     return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
+CHECKPOINT_MARKER = "headlab_complete.json"  # written last into a checkpoint: its files and their sha256
+DATA_HASH = "data_sha256"
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    """After the Trainer has written a checkpoint whole, record its files' hashes inside it.
+
+    The Trainer writes checkpoint-N in place, file by file; a kill during that save leaves a folder that
+    looks like a checkpoint. Only a checkpoint holding this marker, with every file matching it, is resumed.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_json(folder / CHECKPOINT_MARKER, _folder_hashes(folder))
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKPOINT_MARKER}
+
+
+def _checkpoint_complete(folder: Path) -> bool:
+    try:
+        recorded = json.loads((folder / CHECKPOINT_MARKER).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(recorded, dict) and bool(recorded) and recorded == _folder_hashes(folder)
+
+
+def last_complete_checkpoint(checkpoints: Path, log=print) -> Path | None:
+    """The newest checkpoint known complete; newer incomplete ones (a kill inside a save) are removed, so
+    the Trainer's own rotation never counts them."""
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                   key=lambda p: int(p.name[11:]), reverse=True)
+    for folder in found:
+        if _checkpoint_complete(folder):
+            return folder
+        log(f"finetune: {folder} is incomplete (interrupted while saving); removed")
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
 
 
 def training_arguments(cfg: FinetuneConfig, n_rows: int):
@@ -242,14 +340,21 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     rows = encode_all(items, tokenizer, current_length(config), answer_only=cfg.loss_on == "answer")
     model = build_model(cfg, config)
     out = Path(cfg.out)
-    atomic_write_json(out / "config.json", asdict(cfg))
+    checkpoint = last_complete_checkpoint(out / "checkpoints") if resume else None
+    if resume and checkpoint is None:
+        print(f"finetune: {out} has no complete checkpoint; training from step 0")
+    try:  # before anything is written: TrainingArguments refuses some settings only now (bf16 on CPU, ...)
+        train_args = training_arguments(cfg, len(rows))
+    except (ValueError, TypeError) as e:
+        raise HeadlabError(f"finetune: {str(e).strip().splitlines()[0]}") from None
+    atomic_write_json(out / "config.json", {**asdict(cfg), DATA_HASH: file_sha256(Path(cfg.data))})
     atomic_write_json(out / EXTENSION_FILE, overrides)
-    trainer = Trainer(model=model, args=training_arguments(cfg, len(rows)), train_dataset=TokenDataset(rows),
+    trainer = Trainer(model=model, args=train_args, train_dataset=TokenDataset(rows),
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[ProgressBar(), *(callbacks or [])])
+                      callbacks=[ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # its per-log dict lines would break up the progress bar
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - t0
     if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback: no final model
         return {"stopped_at_step": trainer.state.global_step}
@@ -273,6 +378,7 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
     """A folder `from_pretrained` loads: full weights, merged LoRA, or a PEFT adapter that names its base."""
     is_peft = hasattr(model, "peft_config")
     tmp = path.with_name(path.name + ".partial")  # written whole, then renamed: no half-saved model
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
     if is_peft and not cfg.merge:
         model.peft_config["default"].base_model_name_or_path = _base_name(cfg.model)
         model.save_pretrained(tmp)
@@ -291,6 +397,23 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
 def _base_name(name: str) -> str:
     p = Path(name).expanduser()
     return str(p.resolve()) if p.exists() else name
+
+
+def trained_config(path: str | Path, trust_remote_code: bool = False):
+    """The transformers config `load_trained` will build, without loading weights (cheap input checks)."""
+    from headlab.seam import load_model_config
+
+    path = Path(path)
+    adapter = path / "adapter_config.json"
+    if not adapter.is_file():
+        return load_model_config(path, trust_remote_code)
+    base = read_json(adapter).get("base_model_name_or_path")
+    if not base or not isinstance(base, str):
+        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
+    config = load_model_config(base, trust_remote_code)
+    ext = path / EXTENSION_FILE
+    apply_overrides(config, read_json(ext) if ext.is_file() else {})
+    return config
 
 
 def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False,
@@ -312,15 +435,18 @@ def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from headlab.seam import _resolve_dtype, load_model_config, load_tokenizer
+    from headlab.model_check import check_model_folder, check_model_source
+    from headlab.seam import _resolve_dtype, _weights_kwargs, load_model_config, load_tokenizer
 
+    check_model_folder(path, weights=True)  # adapter_model.safetensors whole; adapter_model.bin refused
     base = read_json(adapter).get("base_model_name_or_path")
-    if not base:
+    if not base or not isinstance(base, str):
         raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
     config = load_model_config(base, trust_remote_code)
+    check_model_source(base, weights=True)
     ext = path / EXTENSION_FILE
     apply_overrides(config, read_json(ext) if ext.is_file() else {})
     model = AutoModelForCausalLM.from_pretrained(base, config=config, dtype=_resolve_dtype(dtype),
-                                                 trust_remote_code=trust_remote_code)
+                                                 trust_remote_code=trust_remote_code, **_weights_kwargs())
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     return model.to(process_device(device)).eval(), load_tokenizer(path, trust_remote_code)

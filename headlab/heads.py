@@ -19,10 +19,15 @@ def head_name(layer: int, head: int) -> str:
 
 
 def parse_head(name: str, source: str = "head") -> Head:
-    """'12-7' -> (12, 7); anything else is an error naming its source."""
-    parts = name.split("-")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise HeadlabError(f"{source}: '{name}' is not a head name of the form LAYER-HEAD")
+    """'12-7' -> (12, 7); anything else is an error naming its source.
+
+    Only the canonical spelling is a head name: ASCII digits without leading zeros, so '05-00' and '5-0'
+    cannot both appear in one file as two names of the same head, and '٥-٠' (Arabic-Indic digits) is not
+    read as 5-0."""
+    parts = name.split("-") if isinstance(name, str) else []
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts) or name != head_name(
+            int(parts[0]), int(parts[1])):
+        raise HeadlabError(f"{source}: {name!r} is not a head name of the form LAYER-HEAD (like '12-7')")
     return int(parts[0]), int(parts[1])
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,14 +42,24 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json(path: str | Path) -> Any:
+    from headlab.inputs import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise HeadlabError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
+    except RecursionError:  # [[[[... nested deeper than the parser's stack
+        raise HeadlabError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -56,18 +69,32 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise HeadlabError(f"{path}: file not found")
+    from headlab.inputs import decode_utf8
+
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
+    offset = 0
+    with opener(path, "rb") as f:
+        for lineno, data in enumerate(_lines(f, path), start=1):
+            raw = decode_utf8(data, path, lineno, offset)  # the byte counted from the file's start
+            offset += len(data)
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise HeadlabError(f"{where(path, lineno)}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise HeadlabError(f"{where(path, lineno)}: invalid JSON (nested too deeply)") from None
             if not isinstance(obj, dict):
                 raise HeadlabError(f"{where(path, lineno)}: expected a JSON object")
             yield lineno, obj
+
+
+def _lines(f, path: Path) -> Iterator[bytes]:
+    try:
+        yield from f
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz
+        raise HeadlabError(f"{path}: cannot read ({e})") from None
 
 
 def require(obj: dict, field: str, kind: type | tuple[type, ...], path: str | Path, lineno: int | None,
@@ -83,3 +110,31 @@ def require(obj: dict, field: str, kind: type | tuple[type, ...], path: str | Pa
     if check is not None and not check(value):
         raise HeadlabError(f"{where(path, lineno, field)} has an invalid value")
     return value
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """Yield a sibling scratch folder to write a command's outputs into; on success they appear in `final`
+    together, on failure (or a kill) `final` is as it was.
+
+    A new `final` appears by one rename. An existing one gets each file replaced by a rename (milliseconds),
+    so a kill while figures are drawn can no longer leave new scores beside an old summary."""
+    final = Path(final)
+    stage = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if not stage.exists():  # the command wrote nothing
+        return
+    if not final.exists():
+        stage.rename(final)
+        return
+    for path in sorted(stage.rglob("*")):
+        if path.is_file():
+            target = final / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(stage, ignore_errors=True)

@@ -45,7 +45,8 @@ class KnockoutConfig:
         limit = min(n_ranked, geometry.total_heads // 2)
         bad = [k for k in ks if not 0 <= k <= limit]
         if bad:
-            raise HeadlabError(f"knockout: field 'k' must be in [0, {limit}] (ranked heads: {n_ranked}, "
+            field = "k" if bad[0] == self.k else "curve"  # name the setting the user actually gave
+            raise HeadlabError(f"knockout: field '{field}' must be in [0, {limit}] (ranked heads: {n_ranked}, "
                                f"total heads: {geometry.total_heads}), got {bad[0]}")
         return ks
 

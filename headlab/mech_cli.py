@@ -28,8 +28,9 @@ def _items(args: argparse.Namespace, tokenizer, model_path: str):
     from headlab.mech_eval import check_lengths, items_from_probes, load_eval_items
     from headlab.seam import load_model_config, max_positions
 
+    positions = max_positions(load_model_config(model_path, args.trust_remote_code))
     if args.data:
-        items = load_eval_items(args.data, tokenizer)
+        items = load_eval_items(args.data, tokenizer, positions)
     else:
         from headlab.data.probes import text_probe
         from headlab.toy.probes import niah_probes
@@ -41,7 +42,7 @@ def _items(args: argparse.Namespace, tokenizer, model_path: str):
         if args.limit < 1:
             raise HeadlabError(f"--limit must be >= 1, got {args.limit}")
         items = items[:args.limit]
-    check_lengths(items, max_positions(load_model_config(model_path, args.trust_remote_code)), args.max_new_tokens)
+    check_lengths(items, positions, args.max_new_tokens)
     return items
 
 

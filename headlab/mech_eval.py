@@ -59,11 +59,12 @@ def items_from_examples(examples: list[TaskExample], tokenizer) -> list[EvalItem
             for ex in examples]
 
 
-def load_eval_items(path: str | Path, tokenizer) -> list[EvalItem]:
-    """Task examples or probes from one file; the first record decides which."""
+def load_eval_items(path: str | Path, tokenizer, max_positions: int | None = None) -> list[EvalItem]:
+    """Task examples or probes from one file; the first record decides which. A needle-in-a-haystack spec
+    asking for prompts beyond `max_positions` is refused before its haystack is tokenized."""
     path = Path(path)
     if path.suffix in (".json", ".yaml", ".yml"):
-        return items_from_probes(load_probes(path, tokenizer))
+        return items_from_probes(load_probes(path, tokenizer, max_positions, max_positions))
     first = next(iter_jsonl(path), None)
     if first is None:
         raise HeadlabError(f"{path}: no records in file")

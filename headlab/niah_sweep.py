@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from headlab.data.metrics import substring_match
-from headlab.data.niah import insert_at_depth, load_niah_spec, niah_context
+from headlab.data.niah import check_lengths, insert_at_depth, length_limit, load_niah_spec, niah_context
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.distributed import map_items
 from headlab.errors import HeadlabError
@@ -75,8 +75,8 @@ def hash_seed(*parts: int) -> int:
     return random.Random(repr(parts)).randrange(2**31)
 
 
-def spec_probes(tokenizer, cfg: NiahSweepConfig) -> list[dict[str, Any]]:
-    spec = load_niah_spec(cfg.spec)
+def spec_probes(tokenizer, cfg: NiahSweepConfig, max_positions: int | None = None) -> list[dict[str, Any]]:
+    spec = load_niah_spec(cfg.spec, length_limit(max_positions), max_positions)
     cfg.lengths, cfg.depths = spec.lengths, spec.depths
     haystack_ids = tokenizer(spec.haystack_text, add_special_tokens=False)["input_ids"]
     return [{"length": length, "depth": depth, "needle_index": k, "needle": n["needle"], "question": n["question"],
@@ -93,8 +93,13 @@ def probe_score(probe: dict[str, Any], prediction: str) -> float:
 
 def niah_sweep(model, tokenizer, cfg: NiahSweepConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the sweep; returns the grid ({lengths, depths, scores[depth][length]}) and per-probe records."""
+    from headlab.seam import max_positions
+
     cfg.check()
-    probes = spec_probes(tokenizer, cfg) if cfg.spec else toy_probes(tokenizer, cfg)
+    positions = max_positions(model.config) if hasattr(model, "config") else None
+    if not cfg.spec:
+        check_lengths(cfg.lengths, length_limit(positions), "niah", positions)
+    probes = spec_probes(tokenizer, cfg, positions) if cfg.spec else toy_probes(tokenizer, cfg)
     prompts = [encode_prompt(tokenizer, render_prompt(tokenizer, p["context"], p["question"])) for p in probes]
     outputs = map_items(lambda block: generate_with_progress(model, tokenizer, block, cfg.max_new_tokens,
                                                              cfg.batch_size, desc="niah"), prompts)

@@ -88,19 +88,21 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
-def _check_model_location(name: str) -> None:
-    looks_local = name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise HeadlabError(f"{name}: model folder not found")
+def _loading(name: str, load: Callable, weights: bool = False):
+    from headlab.model_check import check_model_source
 
-
-def _loading(name: str, load: Callable):
-    _check_model_location(name)
+    check_model_source(name, weights)  # local vs hub, config and safetensors whole, pickle refused
     try:
         return load()
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+
+
+def _weights_kwargs() -> dict:
+    from headlab.model_check import pickle_allowed
+
+    return {} if pickle_allowed() else {"use_safetensors": True}
 
 
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
@@ -157,7 +159,7 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
         attn_implementation = default_attention(load_model_config(name, trust_remote_code))
     model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
         name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code, **placement))
+        trust_remote_code=trust_remote_code, **placement, **_weights_kwargs()), weights=True)
     if not placement:
         model.to(process_device(device))  # under `accelerate launch`, cuda means this process's GPU
     model.eval()

@@ -80,6 +80,7 @@ def _niah(args: argparse.Namespace) -> None:
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, spec=args.spec)
     cfg.check()
     model_path = model_or_default(args.model)
+    _check_niah_lengths(cfg, model_path, args.trust_remote_code)
     model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code, **placement_args(args))
     grid, records = niah_sweep(model, tokenizer, cfg)
@@ -87,6 +88,19 @@ def _niah(args: argparse.Namespace) -> None:
         return
     write_niah(grid, records, args.out, {"model": model_path, "dtype": args.dtype, **asdict(cfg)})
     print(f"mean score {grid['mean']:.3f}; wrote {Path(args.out) / 'niah.png'}")
+
+
+def _check_niah_lengths(cfg, model_path: str, trust_remote_code: bool) -> None:
+    """Lengths far beyond the model's positions are refused before the model loads (see data/niah.py)."""
+    from headlab.data.niah import check_lengths, length_limit, load_niah_spec
+    from headlab.finetune import trained_config
+    from headlab.seam import max_positions
+
+    positions = max_positions(trained_config(model_path, trust_remote_code))
+    if cfg.spec:
+        load_niah_spec(cfg.spec, length_limit(positions), positions)
+    else:
+        check_lengths(cfg.lengths, length_limit(positions), "niah", positions)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

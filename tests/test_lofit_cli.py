@@ -85,9 +85,9 @@ def test_bad_input(tiny_model_dir, data, tmp_path, capsys):
     _bad(tmp_path, ["lofit", "tune", *m, "--data", str(data), "--heads", str(tmp_path / "heads.json"), *out],
          "out of range", capsys)
     _bad(tmp_path, ["lofit", "tune", *m, "--data", str(data), *out], "--heads is required", capsys)
-    _bad(tmp_path, ["lofit", "select", *m, "--data", str(data), "--fraction", "2", *out], "'fraction'", capsys)
-    _bad(tmp_path, ["lofit", "select", *m, "--data", str(data), "--epochs", "0", *out], "'epochs'", capsys)
-    _bad(tmp_path, ["lofit", "select", *m, "--data", str(data), "--l1", "-1", *out], "'l1'", capsys)
+    _bad(tmp_path, ["lofit", "select", *m, "--data", str(data), "--fraction", "2", *out], "--fraction", capsys)
+    _bad(tmp_path, ["lofit", "select", *m, "--data", str(data), "--epochs", "0", *out], "--epochs", capsys)
+    _bad(tmp_path, ["lofit", "select", *m, "--data", str(data), "--l1", "-1", *out], "--l1", capsys)
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     _bad(tmp_path, ["lofit", "merge", *m, "--adapter", str(tmp_path / "junk.safetensors"), *out],
          "not a safetensors file", capsys)

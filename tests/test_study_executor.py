@@ -49,13 +49,17 @@ def _graph(root: Path, fail: bool, meet: bool = False) -> Pipeline:
 
 def _inline(pipeline: Pipeline):
     """A backend that runs each submitted stage in this process when waited on."""
-    def submit(name, fp):
-        return name, fp
+    submitted = {}
+
+    def submit(name, fp, digests):
+        submitted[name] = fp, digests
+        return name
 
     def wait(handles):
-        name, fp = handles[0]
+        name = handles[0]
+        fp, digests = submitted.pop(name)
         try:
-            return [(handles[0], pipeline._run_stage(pipeline.stages[name], fp))]
+            return [(name, pipeline._run_stage(pipeline.stages[name], fp, digests))]
         except Exception as e:
             return [(handles[0], e)]
 
@@ -118,6 +122,7 @@ def test_a_stage_found_done_under_its_lock_is_not_run_again(tmp_path):
 
     p = _graph(tmp_path, fail=False)
     fps = p.fingerprints()
-    assert isinstance(run_locked(p, "a", fps["a"]), float)
+    seconds, digest = run_locked(p, "a", fps["a"], {})
+    assert isinstance(seconds, float) and digest
     assert (tmp_path / ".locks" / "a.lock").is_file()
-    assert run_locked(p, "a", fps["a"]) is None  # e.g. finished by a task of a killed driver meanwhile
+    assert run_locked(p, "a", fps["a"], {}) == (None, digest)  # e.g. finished by a task of a killed driver

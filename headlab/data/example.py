@@ -151,6 +151,14 @@ def load_examples(path: str | Path) -> list[TaskExample]:
 
 
 def save_examples(examples: Iterable[TaskExample], path: str | Path) -> None:
-    """Write examples as JSONL atomically (the whole file or nothing)."""
-    lines = [json.dumps(ex.to_dict(), ensure_ascii=False) for ex in examples]
+    """Write examples as JSONL atomically (the whole file or nothing), each checked by the loader first: a
+    converter never writes a file that `load_examples` would reject."""
+    lines = []
+    for ex in examples:
+        record = ex.to_dict()
+        try:
+            example_from_dict(record, f"example {ex.id}", None)
+        except HeadlabError as e:
+            raise HeadlabError(f"{e}; it would not load back, so {path} was not written") from None
+        lines.append(json.dumps(record, ensure_ascii=False))
     atomic_write_text(path, "".join(line + "\n" for line in lines))

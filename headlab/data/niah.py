@@ -12,6 +12,7 @@ the sentence boundary nearest the depth.
 
 from __future__ import annotations
 
+import glob
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +32,49 @@ class NiahSpec:
     depths: list[float]
 
 
-def load_niah_spec(path: str | Path) -> NiahSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise HeadlabError(f"{path}: file not found")
+# A sweep may run past the model's positions on purpose (to show where retrieval breaks), but not without
+# bound: a typo such as 100000000 would otherwise grow the process until the kernel kills it.
+PAST_CONTEXT_FACTOR = 8
+NO_MODEL_LIMIT = 1 << 20  # tokens, when the model states no maximum
+
+
+def length_limit(max_positions: int | None, allow_long_context: bool = True) -> int:
+    """The longest prompt a NIAH spec may ask for, given the model's positions."""
+    if max_positions is None:
+        return NO_MODEL_LIMIT
+    return max_positions * PAST_CONTEXT_FACTOR if allow_long_context else max_positions
+
+
+def check_lengths(lengths: list[int], limit: int | None, source: str, max_positions: int | None = None,
+                  field: str = "lengths") -> None:
+    too_long = [n for n in lengths if limit is not None and n > limit]
+    if too_long:
+        model = f"the model has {max_positions} positions; " if max_positions else ""
+        raise HeadlabError(f"{where(source, None, field)}: {too_long[0]} tokens is too long ({model}"
+                           f"at most {limit} here)")
+
+
+def _parse(path: Path) -> object:
+    from headlab.inputs import read_text
+
+    text = read_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.suffix != ".json" else json.loads(
-            path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise HeadlabError(f"{path}: cannot parse spec ({str(e).splitlines()[0]})") from None
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise HeadlabError(f"{path}:{e.lineno}: cannot parse spec ({e.msg})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise HeadlabError(f"{path}{line}: cannot parse spec ({getattr(e, 'problem', None) or 'invalid YAML'})") \
+            from None
+
+
+def load_niah_spec(path: str | Path, max_length: int | None = None, max_positions: int | None = None) -> NiahSpec:
+    """Read and check a spec; `max_length` refuses longer prompts before any haystack is tokenized."""
+    from headlab.inputs import read_text
+
+    path = Path(path)
+    raw = _parse(path)
     if not isinstance(raw, dict):
         raise HeadlabError(f"{path}: expected a mapping with haystack, needles, lengths, depths")
     for field in ("haystack", "needles", "lengths", "depths"):
@@ -47,8 +82,10 @@ def load_niah_spec(path: str | Path) -> NiahSpec:
             raise HeadlabError(f"{where(path, None, field)} must be a non-empty list")
     files = []
     for pattern in raw["haystack"]:
-        matched = sorted(path.parent.glob(str(pattern))) if any(c in str(pattern) for c in "*?[") else [
-            path.parent / str(pattern)]
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise HeadlabError(f"{where(path, None, 'haystack')} must list file names or globs")
+        full = path.parent / Path(pattern).expanduser()  # an absolute pattern stays absolute
+        matched = [Path(m) for m in sorted(glob.glob(str(full)))] if any(c in pattern for c in "*?[") else [full]
         missing = [m for m in matched if not m.is_file()]
         if not matched or missing:
             raise HeadlabError(f"{where(path, None, 'haystack')}: no haystack file at {pattern}")
@@ -58,12 +95,17 @@ def load_niah_spec(path: str | Path) -> NiahSpec:
         if not isinstance(n, dict) or not all(isinstance(n.get(k), str) and n[k].strip()
                                               for k in ("needle", "question")):
             raise HeadlabError(f"{where(path, None, f'needles[{i}]')} needs string needle and question")
+        if n.get("answer") is not None and not isinstance(n["answer"], str):
+            raise HeadlabError(f"{where(path, None, f'needles[{i}].answer')} must be a string")
         needles.append(n)
-    if not all(isinstance(x, int) and x > 0 for x in raw["lengths"]):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in raw["lengths"]):
         raise HeadlabError(f"{where(path, None, 'lengths')} must be positive integers")
-    if not all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in raw["depths"]):
+    check_lengths(raw["lengths"], max_length, str(path), max_positions)
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in raw["depths"]):
         raise HeadlabError(f"{where(path, None, 'depths')} must be numbers in [0, 1]")
-    text = "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+    text = "\n\n".join(read_text(f) for f in files)
+    if not text.strip():
+        raise HeadlabError(f"{where(path, None, 'haystack')}: the haystack files hold no text")
     return NiahSpec(text, needles, list(raw["lengths"]), [float(d) for d in raw["depths"]])
 
 
@@ -82,7 +124,8 @@ def niah_context(tokenizer, haystack_ids: list[int], needle: dict, length: int, 
     overhead = len(encode_prompt(tokenizer, render_prompt(tokenizer, "", needle["question"])))
     budget = length - overhead - len(tokenizer(" " + needle["needle"], add_special_tokens=False)["input_ids"])
     if budget <= 0:
-        raise HeadlabError(f"length {length} is too short for the prompt and needle ({length - budget} tokens)")
+        raise HeadlabError(f"field 'lengths': {length} tokens is too short for the prompt and needle "
+                           f"({length - budget} tokens)")
     if len(haystack_ids) < budget:  # repeat a short haystack rather than fail
         haystack_ids = haystack_ids * (budget // max(len(haystack_ids), 1) + 1)
     haystack = tokenizer.decode(haystack_ids[:budget], skip_special_tokens=True)

@@ -84,6 +84,11 @@ def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | N
         if not 0 <= start < end <= len(ids):
             raise HeadlabError(f"{where(path, lineno, 'needle_end')}: needle span [{start}, {end}) is not "
                                f"inside the {len(ids)} input ids")
+        vocab = len(tokenizer)
+        outside = [t for t in ids if not 0 <= t < vocab]
+        if outside:  # an embedding lookup would fail deep inside the model (or read garbage on a GPU)
+            raise HeadlabError(f"{where(path, lineno, 'input_ids')}: token id {outside[0]} is outside the "
+                               f"tokenizer's vocabulary of {vocab}")
         return Probe(probe_id, ids, start, end)
     fields = {f: require(record, f, str, path, lineno, lambda v: bool(v.strip()))
               for f in ("context", "needle", "question")}
@@ -96,13 +101,19 @@ def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | N
         raise HeadlabError(f"{where(path, lineno, 'needle')}: {e}") from None
 
 
-def load_probes(path: str | Path, tokenizer) -> list[Probe]:
-    """Probes from a JSONL file (text or token probes), or from a needle-in-a-haystack spec (.json/.yaml)."""
+def load_probes(path: str | Path, tokenizer, max_length: int | None = None,
+                max_positions: int | None = None) -> list[Probe]:
+    """Probes from a JSONL file (text or token probes), or from a needle-in-a-haystack spec (.json/.yaml)
+    whose lengths must not exceed `max_length` (checked before the haystack is tokenized)."""
     path = Path(path)
     if path.suffix in (".json", ".yaml", ".yml"):
         from headlab.data.niah import load_niah_spec, niah_probes
 
-        return niah_probes(load_niah_spec(path), tokenizer)
+        spec = load_niah_spec(path, max_length, max_positions)
+        try:
+            return niah_probes(spec, tokenizer)
+        except HeadlabError as e:
+            raise HeadlabError(f"{path}: {e}") from None
     probes = [probe_from_record(obj, tokenizer, path, lineno) for lineno, obj in iter_jsonl(path)]
     if not probes:
         raise HeadlabError(f"{path}: no probes in file")

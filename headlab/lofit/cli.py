@@ -189,8 +189,12 @@ def _eval(args: argparse.Namespace) -> None:
     path = _model_path(args)
     records = load_data(args.data, args.format, load_tokenizer(path), "eval", args.limit)
     adapters = _read_adapters(args.adapter or [], path)
-    if args.lora and not Path(args.lora).is_dir():
-        raise HeadlabError(f"{args.lora}: LoRA folder not found")
+    if args.lora:
+        from headlab.model_check import check_model_folder
+
+        if not Path(args.lora).is_dir():
+            raise HeadlabError(f"{args.lora}: LoRA folder not found")
+        check_model_folder(Path(args.lora), weights=True)  # adapter_model.bin (pickle) refused
     model, tokenizer = _load(args)
     if args.lora:
         from peft import PeftModel

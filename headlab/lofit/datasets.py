@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,10 @@ def _read_json_or_jsonl(path: Path) -> list[tuple[int | None, Any]]:
         raise HeadlabError(f"{path}: file not found")
     if path.suffix == ".jsonl":
         return list(iter_jsonl(path))
+    from headlab.inputs import read_text
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
     if not isinstance(data, list):
@@ -193,8 +196,10 @@ def load_clutrr(path: str | Path, tokenizer) -> list[Completion]:
     path = Path(path)
     if not path.is_file():
         raise HeadlabError(f"{path}: file not found")
+    from headlab.inputs import read_text
+
     out = []
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:  # decoded whole: a bad byte is located, not raised
         reader = csv.DictReader(f)
         missing = {"story", "query", "target_text"} - set(reader.fieldnames or [])
         if missing:

@@ -25,12 +25,28 @@ def _study(args: argparse.Namespace) -> None:
         # Model stages reserve a GPU only when they will use one.
         executor = RayExecutor(args.address, args.num_cpus, args.cpus_per_stage,
                                use_gpus=str(config.device).startswith("cuda"))
+    _check_against_model(config, args.config or "study config")
     status = build_study(config, args.out).run(progress=not args.no_progress, executor=executor)
     done = sum(1 for v in status.values() if v != "skipped")
     print(f"study: {done} stages run, {len(status) - done} already done; report: {Path(args.out) / 'report'}")
     findings = Path(args.out) / "report" / "findings.md"
     if findings.is_file():
         print(findings.read_text(encoding="utf-8"), end="")
+
+
+def _check_against_model(config, source: str) -> None:
+    """What needs the base model's config (not its weights): checked before the first stage, not when the
+    stage that needs it comes up minutes later."""
+    from headlab.data.niah import check_lengths, length_limit
+    from headlab.model_check import check_model_source
+    from headlab.seam import load_model_config, max_positions
+    from headlab.study.stages import base_model_path
+
+    base = base_model_path(config)
+    check_model_source(base, weights=True)
+    positions = max_positions(load_model_config(base))
+    check_lengths(config.niah_lengths, length_limit(max(positions or 0, config.context_length) or None),
+                  source, positions, "niah_lengths")
 
 
 def add_study_commands(subparsers) -> None:

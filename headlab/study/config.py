@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import yaml
 from headlab.data.example import HAYSTACK_DIVERSITIES, NEEDLE_REALISMS, TASKS
 from headlab.errors import HeadlabError, where
 
+DTYPES = ("float32", "bfloat16", "float16")
 REAL = "real"  # the variant trained on real data (for the toy world: its richest, held-out distribution)
 
 
@@ -49,8 +51,10 @@ class StudyConfig:
         def bad(name: str, wanted: str) -> HeadlabError:
             return HeadlabError(f"{where(source, None, name)} must be {wanted} (got {getattr(self, name)!r})")
 
-        if not self.tasks or any(t not in TASKS for t in self.tasks):
+        if not isinstance(self.tasks, list) or not self.tasks or any(t not in TASKS for t in self.tasks):
             raise bad("tasks", f"a non-empty list of {', '.join(TASKS)}")
+        if not isinstance(self.variants, list) or not all(isinstance(v, str) for v in self.variants):
+            raise bad("variants", "a list of names like 'symbolic-repetitive'")
         for v in self.variants:
             parts = v.split("-")
             if len(parts) != 2 or parts[0] not in NEEDLE_REALISMS or parts[1] not in HAYSTACK_DIVERSITIES:
@@ -59,16 +63,67 @@ class StudyConfig:
         if len(set(self.variants)) != len(self.variants) or REAL in self.variants:
             raise bad("variants", "distinct synthetic variants (the real variant is always included)")
         for name in ("real_data", "real_eval"):
-            unknown = [t for t in getattr(self, name) if t not in self.tasks]
+            mapping = getattr(self, name)
+            if not isinstance(mapping, dict) or not all(isinstance(f, str) for f in mapping.values()):
+                raise bad(name, "a mapping from the study's tasks to files")
+            unknown = [t for t in mapping if t not in self.tasks]
             if unknown:
                 raise bad(name, f"a mapping from the study's tasks to files ({unknown[0]} is not a task)")
+            missing = [f for f in mapping.values() if not Path(f).is_file()]
+            if missing:
+                raise bad(name, f"a mapping to existing files ({missing[0]} not found)")
+        if self.base_model is not None and not (isinstance(self.base_model, str) and self.base_model.strip()):
+            raise bad("base_model", "a model folder or hub id")
         for name in ("train_examples", "eval_examples", "length", "context_length", "detect_examples",
                      "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "a positive integer")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "an integer >= 0")
         if self.length + self.max_new_tokens > self.context_length:
             raise bad("length", f"at most context_length - max_new_tokens = "
                                 f"{self.context_length - self.max_new_tokens}")
+        if not isinstance(self.niah_lengths, list) or not self.niah_lengths or not all(
+                _is_int(n) and n >= 1 for n in self.niah_lengths):
+            raise bad("niah_lengths", "a non-empty list of positive token counts")
+        if not isinstance(self.niah_depths, list) or not self.niah_depths or not all(
+                _is_number(d) and 0 <= d <= 1 for d in self.niah_depths):
+            raise bad("niah_depths", "a non-empty list of fractions in [0, 1]")
+        if self.dtype not in DTYPES:
+            raise bad("dtype", f"one of {', '.join(DTYPES)}")
+        from headlab.inputs import check_device
+
+        try:
+            check_device(self.device) if isinstance(self.device, str) else None
+        except HeadlabError as e:
+            raise HeadlabError(f"{where(source, None, 'device')}: {e}") from None
+        if not isinstance(self.device, str):
+            raise bad("device", "a device name such as cpu or cuda")
+        self._check_finetune(source)
+
+    def _check_finetune(self, source: str) -> None:
+        """The fine-tune settings as the fine-tune stage will read them: a typo fails now, not after the data
+        stages have run."""
+        from headlab.finetune import FinetuneConfig
+
+        if not isinstance(self.finetune, dict) or not all(isinstance(k, str) for k in self.finetune):
+            raise HeadlabError(f"{where(source, None, 'finetune')} must be a mapping of fine-tune settings")
+        reserved = {"model", "data", "out", "context_length", "seed", "merge"} & set(self.finetune)
+        if reserved:
+            raise HeadlabError(f"{where(source, None, 'finetune.' + sorted(reserved)[0])} is set by the study "
+                               "itself")
+        try:
+            cfg = FinetuneConfig(model="", data="", out="", **self.finetune)
+        except TypeError:
+            known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+            unknown = sorted(set(self.finetune) - known)
+            raise HeadlabError(f"{where(source, None, 'finetune.' + unknown[0])} is not a fine-tune setting") \
+                from None
+        try:
+            cfg.check()
+        except HeadlabError as e:
+            message = str(e).replace("finetune: field '", "field 'finetune.")
+            raise HeadlabError(f"{source}: {message}") from None
 
     @property
     def models(self) -> list[str]:
@@ -77,6 +132,14 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -112,14 +175,16 @@ def build_config(preset: str = "default", path: str | Path | None = None, **over
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise HeadlabError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    from headlab.inputs import read_text
+
+    text = read_text(path)
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         line = getattr(e, "lineno", None) or (getattr(getattr(e, "problem_mark", None), "line", -1) + 1 or None)
         raise HeadlabError(f"{where(path, line)}: cannot parse ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise HeadlabError(f"{path}: cannot parse (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise HeadlabError(f"{path}: expected a mapping of study settings")
     return raw

@@ -46,29 +46,36 @@ def one_line(error: BaseException) -> str:
     return first if isinstance(error, HeadlabError) else f"{type(error).__name__}: {first}".rstrip(": ")
 
 
-def schedule(pipeline: Pipeline, submit: Callable[[str, str], Any],
-             wait: Callable[[list[Any]], list[tuple[Any, float | None | BaseException]]],
+def schedule(pipeline: Pipeline, submit: Callable[[str, str, dict[str, str]], Any],
+             wait: Callable[[list[Any]], list[tuple[Any, tuple[float | None, str] | BaseException]]],
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, str]:
-    """The dependency-driven loop, for any backend: `submit(name, fingerprint)` starts a stage and returns a
-    handle; `wait(handles)` blocks until at least one finishes and returns (handle, outcome): the seconds it
-    took, None when it was found done, or the exception it raised."""
+    """The dependency-driven loop, for any backend: `submit(name, fingerprint, dependency digests)` starts a
+    stage and returns a handle; `wait(handles)` blocks until at least one finishes and returns (handle,
+    outcome): (seconds taken or None when it was found done, digest of its outputs), or the exception it raised.
+
+    A stage is checked for reuse only once its dependencies are resolved, since reuse compares the digests of
+    what it read (pipeline.py); a stage whose dependencies all check out and which checks out itself is skipped.
+    """
     fps = pipeline.fingerprints()
     status: dict[str, str] = {}
-    pending: list[str] = []
-    for name in pipeline.stages:  # definition order, which is dependency order
-        if pipeline.is_done(name, fps[name]):
-            status[name] = "skipped"
-        else:
-            pending.append(name)
+    digests: dict[str, str] = {}
+    pending = list(pipeline.stages)  # definition order, which is dependency order
     running: dict[Any, str] = {}
     failures: dict[str, str] = {}
     blocked: list[str] = []
     bar = tqdm(total=len(pending), desc="study", unit="stage", disable=not progress)
     while pending or running:
-        for name in list(pending):
-            if all(status.get(d) not in (None, "failed", "blocked") for d in pipeline.stages[name].deps):
-                pending.remove(name)
-                running[submit(name, fps[name])] = name
+        for name in list(pending):  # in order, so a skipped stage frees its dependants in the same pass
+            stage = pipeline.stages[name]
+            if not all(d in digests for d in stage.deps):
+                continue
+            pending.remove(name)
+            done = pipeline.reuse(stage, fps[name], digests, log)
+            if done is not None:
+                digests[name], status[name] = done, "skipped"
+                bar.update(1)
+            else:
+                running[submit(name, fps[name], {d: digests[d] for d in stage.deps})] = name
         if not running:  # nothing can start: what is left waits on a failed stage
             break
         for handle, outcome in wait(list(running)):
@@ -85,10 +92,12 @@ def schedule(pipeline: Pipeline, submit: Callable[[str, str], Any],
                         pending.remove(other)
                         status[other] = "blocked"
                         blocked.append(other)
-            elif outcome is None:  # finished meanwhile by a task of an earlier, killed driver
+                continue
+            seconds, digests[name] = outcome
+            if seconds is None:  # finished meanwhile by a task of an earlier, killed driver
                 status[name] = "skipped"
             else:
-                status[name] = f"{outcome:.1f}s"
+                status[name] = f"{seconds:.1f}s"
                 log(f"[study] {name}: done in {status[name]}")
     bar.close()
     if failures:
@@ -101,8 +110,9 @@ def stage_resources(name: str, gpus: bool, cpus: int = 1) -> dict[str, float]:
     return {"num_cpus": cpus, "num_gpus": 1 if gpus and name.startswith(MODEL_STAGES) else 0}
 
 
-def run_locked(pipeline: Pipeline, name: str, fp: str) -> float | None:
-    """`_run_stage` under a lock file per stage in the run folder; None when the stage turned out done.
+def run_locked(pipeline: Pipeline, name: str, fp: str, digests: dict[str, str]) -> tuple[float | None, str]:
+    """`_run_stage` under a lock file per stage in the run folder: (seconds, digest of its outputs), seconds
+    None when the stage turned out done.
 
     When a driver is killed, Ray takes a few seconds to stop its running tasks; a re-run that starts the
     same stage meanwhile waits here until the old task has died (the kernel drops its lock with it), then
@@ -110,6 +120,7 @@ def run_locked(pipeline: Pipeline, name: str, fp: str) -> float | None:
     """
     lock = pipeline.root / ".locks" / (name.replace("/", "__") + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
+    stage = pipeline.stages[name]
     with open(lock, "a+b") as handle:
         try:
             import fcntl
@@ -117,9 +128,10 @@ def run_locked(pipeline: Pipeline, name: str, fp: str) -> float | None:
             fcntl = None
         if fcntl is not None:
             fcntl.lockf(handle, fcntl.LOCK_EX)
-        if pipeline.is_done(name, fp):
-            return None
-        return pipeline._run_stage(pipeline.stages[name], fp)
+        done = pipeline.reuse(stage, fp, digests)
+        if done is not None:
+            return None, done
+        return pipeline._run_stage(stage, fp, digests)
 
 
 class RayExecutor:
@@ -148,9 +160,9 @@ class RayExecutor:
             remote = ray.remote(run_locked)
             shared = ray.put(pipeline)  # one copy of the stage graph for every task
 
-            def submit(name: str, fp: str):
+            def submit(name: str, fp: str, digests: dict[str, str]):
                 return remote.options(name=name, **self.resources(name, gpus, self.cpus_per_stage)).remote(
-                    shared, name, fp)
+                    shared, name, fp, digests)
 
             def wait(handles: list) -> list:
                 ready, _ = ray.wait(handles, num_returns=1)

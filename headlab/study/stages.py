@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from headlab.data.example import load_examples, save_examples
+from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json, read_json
 from headlab.study.config import REAL, StudyConfig
 from headlab.study.pipeline import Pipeline, Stage, StageContext
@@ -59,22 +61,37 @@ def make_data(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_finetune(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.finetune import FinetuneConfig, finetune
+    from headlab.finetune import FinetuneConfig, _check_run_folder, finetune
 
     i = ctx.inputs
     run = ctx.work / "run"
     cfg = FinetuneConfig(model=base_model_path(config), data=str(ctx.deps[i["data"]] / "examples.jsonl"), out=str(run),
                          context_length=i["context_length"], seed=i["seed"], merge=True, **i["finetune"])
-    # After a kill: resume from the last checkpoint if one was written, reuse a finished model, or else
-    # start over (a run killed before its first checkpoint has nothing worth keeping).
-    if not (run / "summary.json").is_file():  # written last: its presence means the model is whole
+    # After a kill: resume from the last complete checkpoint if one was written, reuse a finished model, or
+    # else start over (a run killed before its first checkpoint has nothing worth keeping).
+    if not ((run / "summary.json").is_file() and (run / "model").is_dir()):  # summary is written last
         resume = any((run / "checkpoints").glob("checkpoint-*")) and not (run / "model").exists()
+        if resume:
+            try:
+                _check_run_folder(cfg, resume=True)
+            except HeadlabError as e:  # e.g. a base model moved since: its checkpoints are not this run's
+                print(f"[study] {ctx.out.name}: not resuming ({e}); training from step 0")
+                resume = False
         if not resume:
             shutil.rmtree(run, ignore_errors=True)
         finetune(cfg, resume=resume)
     summary = read_json(run / "summary.json")
-    shutil.move(str(run / "model"), str(ctx.out / "model"))
+    # Hard links, not a move: until this stage is in place the work folder still holds the whole model, so
+    # a kill at any moment leaves a copy the next run reuses. The work folder goes once the stage is in.
+    shutil.copytree(run / "model", ctx.out / "model", copy_function=_link_or_copy)
     atomic_write_json(ctx.out / "finetune_summary.json", {k: v for k, v in summary.items() if k != "log_history"})
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not supported
+        shutil.copy2(src, dst)
 
 
 def _eval_items(ctx: StageContext, data_stage: str, tokenizer):

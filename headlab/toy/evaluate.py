@@ -81,6 +81,9 @@ def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dic
 
 
 def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
+    from headlab.model_check import check_model_source
+
+    check_model_source(str(model_dir), weights=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     quality = {"ppl_heldout_docs": round(perplexity(model, tok, "train"), 3),

@@ -154,15 +154,18 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
     """Train tokenizer (unless given) and model; save both to `out` when given. Returns model, tokenizer,
     and a summary with the loss curve and timing."""
     if cfg.steps < 1 or cfg.batch_size < 1:
-        raise HeadlabError(f"headlab/toy/pretrain.py: field 'steps'/'batch_size' must be >= 1, got "
+        raise HeadlabError(f"toy pretrain: field 'steps'/'batch_size' must be >= 1, got "
                            f"{cfg.steps}/{cfg.batch_size}")
     if not 0.0 <= cfg.task_share <= 1.0:
-        raise HeadlabError(f"headlab/toy/pretrain.py: field 'task_share' must be in [0, 1], got {cfg.task_share}")
+        raise HeadlabError(f"toy pretrain: field 'task_share' must be in [0, 1], got {cfg.task_share}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     if cfg.init:
+        from headlab.model_check import check_model_source
+
+        check_model_source(cfg.init, weights=True)
         tok = PreTrainedTokenizerFast.from_pretrained(cfg.init)
         model = LlamaForCausalLM.from_pretrained(cfg.init)
     else:

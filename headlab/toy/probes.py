@@ -18,7 +18,7 @@ def niah_probes(tokenizer, n: int, context_tokens: int, seed: int, diversity: st
     copying it. Depths are spread evenly from the start (0.0) to the end (1.0) of the haystack.
     """
     if n < 1:
-        raise HeadlabError(f"headlab/toy/probes.py: field 'n' must be >= 1, got {n}")
+        raise HeadlabError(f"toy probes: field 'n' must be >= 1, got {n}")
     world = World(0, split)  # the pretraining world's entity pool; the seed only moves the draws
     rng = random.Random(f"niah-{seed}")
     out = []
@@ -28,7 +28,7 @@ def niah_probes(tokenizer, n: int, context_tokens: int, seed: int, diversity: st
         question = world.question(fact)
         overhead = len(encode_prompt(tokenizer, render_prompt(tokenizer, needle, question)))
         if overhead >= context_tokens:
-            raise HeadlabError(f"headlab/toy/probes.py: field 'context_tokens' ({context_tokens}) is too "
+            raise HeadlabError(f"toy probes: field 'context_tokens' ({context_tokens}) is too "
                                f"small for a needle and question ({overhead} tokens)")
         # Add filler until the haystack holds the tokens left; sentence costs are additive because
         # every sentence after the first starts with a space that its first token absorbs.

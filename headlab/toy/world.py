@@ -168,9 +168,9 @@ class World:
 
     def __init__(self, seed: int = 0, split: str = "train", pool_size: int = 400) -> None:
         if split not in SPLITS:
-            raise HeadlabError(f"headlab/toy/world.py: field 'split' must be one of {SPLITS}, got {split!r}")
+            raise HeadlabError(f"toy world: field 'split' must be one of {SPLITS}, got {split!r}")
         if pool_size < 4:
-            raise HeadlabError(f"headlab/toy/world.py: field 'pool_size' must be >= 4, got {pool_size}")
+            raise HeadlabError(f"toy world: field 'pool_size' must be >= 4, got {pool_size}")
         self.seed = seed
         self.split = split
         rng = random.Random(f"world-{seed}")  # pools depend on the seed only; the split filters them
@@ -209,7 +209,7 @@ class World:
     def entity(self, kind: str, rng: random.Random) -> str:
         """A random entity of `kind` (person, place, org, object) from this split's pool."""
         if kind not in self.pools:
-            raise HeadlabError(f"headlab/toy/world.py: field 'kind' must be one of {KINDS}, got {kind!r}")
+            raise HeadlabError(f"toy world: field 'kind' must be one of {KINDS}, got {kind!r}")
         return rng.choice(self.pools[kind])
 
     # facts
@@ -217,7 +217,7 @@ class World:
         """A random fact; `relation` picks one of RELATIONS, else one is drawn."""
         name = relation if relation is not None else rng.choice(sorted(RELATIONS))
         if name not in RELATIONS:
-            raise HeadlabError(f"headlab/toy/world.py: field 'relation' must be one of {sorted(RELATIONS)}, "
+            raise HeadlabError(f"toy world: field 'relation' must be one of {sorted(RELATIONS)}, "
                                f"got {name!r}")
         rel = RELATIONS[name]
         s = self.entity(rel.subject_kind, rng)
@@ -249,10 +249,10 @@ class World:
             fmt = rel.template
         elif realism == "real":
             if rng is None:
-                raise HeadlabError("headlab/toy/world.py: field 'rng' is required for realism 'real'")
+                raise HeadlabError("toy world: field 'rng' is required for realism 'real'")
             fmt = rng.choice(rel.real if self.split == "train" else rel.heldout)
         else:
-            raise HeadlabError(f"headlab/toy/world.py: field 'realism' must be 'real' or 'templated' for "
+            raise HeadlabError(f"toy world: field 'realism' must be 'real' or 'templated' for "
                                f"facts, got {realism!r}")
         text = fmt.format(s=fact.subject, o=fact.obj)
         return text[0].upper() + text[1:]
@@ -287,7 +287,7 @@ class World:
             words = ["".join(rng.choice(_SYM_CHARS) for _ in range(rng.randint(2, 6)))
                      for _ in range(rng.randint(4, 9))]
             return " ".join(words) + "."
-        raise HeadlabError(f"headlab/toy/world.py: field 'diversity' must be one of {DIVERSITY}, "
+        raise HeadlabError(f"toy world: field 'diversity' must be one of {DIVERSITY}, "
                            f"got {diversity!r}")
 
     def filler_sentences(self, rng: random.Random, n: int, diversity: str = "diverse") -> list[str]:
