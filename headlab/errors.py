@@ -10,6 +10,6 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     loc = str(path)
     if line is not None:
         loc += f":{line}"
-    if field is not None:
-        loc += f": field '{field}'"
+    if field is not None:  # a field name from a user's file may hold newlines: keep the message one line
+        loc += f": field '{field.encode('unicode_escape').decode('ascii') if not field.isprintable() else field}'"
     return loc
