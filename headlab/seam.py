@@ -101,40 +101,94 @@ def _loading(name: str, load: Callable):
         raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
 
 
-def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
-    """The tokenizer of a local folder or hub id, with a pad token (EOS when it has none)."""
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """The tokenizer of a local folder, hub id or GGUF file, with a pad token (EOS when it has none)."""
     from transformers import AutoTokenizer
 
-    name = str(name_or_path)
-    tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code))
+    name, gguf = split_gguf(name_or_path, gguf_file)
+    tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                                     **gguf))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False):
+def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
     """The transformers config alone: cheap checks before loading weights."""
     from transformers import AutoConfig
 
-    name = str(name_or_path)
-    return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code))
+    name, gguf = split_gguf(name_or_path, gguf_file)
+    return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **gguf))
 
 
 def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
-               attn_implementation: str = "sdpa", trust_remote_code: bool = False):
-    """Load a causal LM and its tokenizer from a local folder or hub id, in eval mode.
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False, gguf_file: str | None = None):
+    """Load a causal LM and its tokenizer from a local folder, hub id or GGUF file, in eval mode.
 
     Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
+    A GGUF file (`path/to/x.gguf`, or a folder plus `gguf_file`) is dequantized into an ordinary model.
     """
     from transformers import AutoModelForCausalLM
 
-    name = str(name_or_path)
-    tokenizer = load_tokenizer(name, trust_remote_code)
+    name, gguf = split_gguf(name_or_path, gguf_file)
+    tokenizer = load_tokenizer(name, trust_remote_code, **gguf)
     model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
         name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code))
+        trust_remote_code=trust_remote_code, **gguf, **_gguf_dequantized(gguf)))
+    if gguf:
+        model = _plain_model(model, attn_implementation)
     model.to(device).eval()
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------------------
+# GGUF files, read by transformers' own GGUF support (the `gguf` package; pip install 'headlab[gguf]').
+
+
+def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, dict]:
+    """(folder or hub id, {"gguf_file": name} or {}): a path ending in .gguf names its folder and file."""
+    name = str(name_or_path)
+    if gguf_file is None and name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise HeadlabError(f"{name}: GGUF file not found")
+        name, gguf_file = str(path.parent), path.name
+    if gguf_file is None:
+        return name, {}
+    local = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(name).expanduser() / gguf_file
+    if Path(name).expanduser().is_dir() and not local.is_file():
+        raise HeadlabError(f"{local}: GGUF file not found")
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it; its own error names no install command)
+    except ImportError:
+        raise HeadlabError(f"{local}: reading GGUF needs the `gguf` package (pip install 'headlab[gguf]')") from None
+    return name, {"gguf_file": str(gguf_file)}
+
+
+def _gguf_dequantized(gguf: dict) -> dict:
+    """Ask for dense weights (transformers >= 5.24 otherwise keeps GGUF blocks, or warns that it cannot)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older transformers always dequantize
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)} if gguf else {}
+
+
+def _plain_model(model: nn.Module, attn_implementation: str) -> nn.Module:
+    """The same weights in a model without GGUF's quantizer attached: one that save_pretrained accepts (a
+    fine-tuned or merged model is saved), rebuilt from its config and state dict."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype,
+                                             attn_implementation=attn_implementation)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
 
 
 def max_positions(config) -> int | None:
