@@ -1,7 +1,8 @@
 """Benchmark: retrieval-head detection against plain generation and against the reference way.
 
-For a small grouped-query Llama (random weights) at several context lengths, on CPU, each measurement in
-its own subprocess (so peak memory is its own):
+For a small grouped-query Llama (random weights), or the checkpoint given with --model (a folder or a .gguf
+file, e.g. SmolLM2-135M-Instruct from tools/real_assets.py), at several context lengths, on CPU, each
+measurement in its own subprocess (so peak memory is its own):
 
 - detect:    headlab's detect_retrieval_heads (SDPA prefill, KV-cache decode, top-1 from query x keys);
 - generate:  plain `model.generate` of the same number of tokens with SDPA (the floor);
@@ -13,6 +14,10 @@ loading; median of the runs) and the ratios measured in this run.
 Targets: detect <= 1.25x generate in time and <= 1.1x in memory; reference / detect >= 3x at 4K.
 
     python bench/detect.py [--lengths 1024 2048 4096 8192] [--new-tokens 20]
+    python bench/detect.py --model ~/.cache/headlab-assets/smollm2-135m-instruct --lengths 1024 2048
+
+Prompts are random token ids of the model's vocabulary and every method generates exactly --new-tokens
+tokens (no stop token), so the three do the same amount of decoding.
 """
 
 from __future__ import annotations
@@ -36,14 +41,29 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _model(attn: str) -> LlamaForCausalLM:
+MODEL: str | None = None  # --model, set in each child process
+
+
+def _model(attn: str):
+    if MODEL:
+        from headlab.seam import load_model
+
+        return load_model(MODEL, attn_implementation=attn)[0]
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(**CONFIG, attn_implementation=attn)).eval()
 
 
+def _vocab_size() -> int:
+    if MODEL:
+        from headlab.seam import load_model_config
+
+        return load_model_config(MODEL).get_text_config().vocab_size
+    return CONFIG["vocab_size"]
+
+
 def _prompt(length: int) -> list[int]:
     g = torch.Generator().manual_seed(length)
-    return torch.randint(0, CONFIG["vocab_size"], (length,), generator=g).tolist()
+    return torch.randint(0, _vocab_size(), (length,), generator=g).tolist()
 
 
 def run_detect(length: int, new_tokens: int) -> None:
@@ -57,6 +77,7 @@ def run_detect(length: int, new_tokens: int) -> None:
             return ""
 
     model = _model("sdpa")
+    model.generation_config.eos_token_id = None  # decode exactly new_tokens, as generate and the reference do
     probe = Probe("bench", _prompt(length), length // 2, length // 2 + 64)
     config = DetectConfig(max_new_tokens=new_tokens, keep_failed=True, progress=False, allow_long_context=True)
     time_and_report(lambda: detect_retrieval_heads(model, Tok(), [probe], config))
@@ -74,7 +95,8 @@ def run_reference(length: int, new_tokens: int) -> None:
     model = _model("eager")
     prompt = _prompt(length)
     lo, hi = length // 2, length // 2 + 64
-    n_layers, n_heads = CONFIG["num_hidden_layers"], CONFIG["num_attention_heads"]
+    text_config = model.config.get_text_config()
+    n_layers, n_heads = text_config.num_hidden_layers, text_config.num_attention_heads
 
     def work():
         copies = [[0] * n_heads for _ in range(n_layers)]
@@ -106,16 +128,16 @@ RESULT: mp.Queue  # set in the child process
 RUNNERS = {"detect": run_detect, "generate": run_generate, "reference": run_reference}
 
 
-def _child(name: str, length: int, new_tokens: int, queue: mp.Queue) -> None:
-    global RESULT
-    RESULT = queue
+def _child(name: str, length: int, new_tokens: int, queue: mp.Queue, model: str | None) -> None:
+    global RESULT, MODEL
+    RESULT, MODEL = queue, model
     RUNNERS[name](length, new_tokens)
 
 
-def measure(name: str, length: int, new_tokens: int) -> tuple[float, float]:
+def measure(name: str, length: int, new_tokens: int, model: str | None = None) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(name, length, new_tokens, queue))
+    proc = ctx.Process(target=_child, args=(name, length, new_tokens, queue, model))
     proc.start()
     result = queue.get()
     proc.join()
@@ -135,10 +157,17 @@ def main() -> None:
                                                                 "median memory are reported")
     parser.add_argument("--skip-reference-above", type=int, default=8192,
                         help="skip the (slow, quadratic-memory) reference above this length")
+    parser.add_argument("--model", help="a model folder or .gguf file (default: a random Llama of CONFIG's shape)")
     args = parser.parse_args()
-    print(f"model: Llama {CONFIG['num_hidden_layers']} layers x {CONFIG['num_attention_heads']} heads "
-          f"({CONFIG['num_key_value_heads']} kv), hidden {CONFIG['hidden_size']}; {args.new_tokens} new tokens; "
-          f"CPU threads {torch.get_num_threads()}")
+    if args.model:
+        from headlab.seam import head_geometry, load_model_config
+
+        g = head_geometry(load_model_config(args.model))
+        shape = f"{args.model}: {g.n_layers} layers x {g.n_heads} heads ({g.n_kv_heads} kv), head dim {g.head_dim}"
+    else:
+        shape = (f"Llama {CONFIG['num_hidden_layers']} layers x {CONFIG['num_attention_heads']} heads "
+                 f"({CONFIG['num_key_value_heads']} kv), hidden {CONFIG['hidden_size']}, random weights")
+    print(f"model: {shape}; {args.new_tokens} new tokens; CPU threads {torch.get_num_threads()}")
     header = (f"{'ctx':>6} {'detect s':>9} {'gen s':>8} {'ref s':>8} | {'det/gen t':>9} {'ref/det t':>9} | "
               f"{'detect MB':>9} {'gen MB':>8} {'ref MB':>8} {'det/gen m':>9}")
     print(header)
@@ -147,7 +176,7 @@ def main() -> None:
         runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         for _ in range(args.repeats):  # interleaved, so a burst of load hits every method alike
             for name in names:
-                runs[name].append(measure(name, length, args.new_tokens))
+                runs[name].append(measure(name, length, args.new_tokens, args.model))
         (d_t, d_m), (g_t, g_m) = best(runs["detect"]), best(runs["generate"])
         r_t, r_m = best(runs["reference"]) if "reference" in runs else (float("nan"), float("nan"))
         print(f"{length:>6} {d_t:>9.2f} {g_t:>8.2f} {r_t:>8.2f} | {d_t / g_t:>9.2f} {r_t / d_t:>9.2f} | "

@@ -109,15 +109,14 @@ def _heads_compare(args: argparse.Namespace) -> None:
 
 
 def _geometry_of(model_path: str):
-    from transformers import AutoConfig
-
     from headlab.model_check import check_model_source
-    from headlab.seam import head_geometry
+    from headlab.seam import head_geometry, load_model_config
 
-    if not Path(model_path).is_dir():
+    if not (Path(model_path).is_dir() or model_path.endswith(".gguf")):
         raise HeadlabError(f"{model_path}: model folder not found")
-    check_model_source(model_path)
-    return head_geometry(AutoConfig.from_pretrained(model_path))
+    if Path(model_path).is_dir():
+        check_model_source(model_path)
+    return head_geometry(load_model_config(model_path))
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -191,8 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     add_study_commands(sub)
     add_cot_commands(sub)
+    _add_gguf_option(parser)
     harden(parser)  # shared checks on every command's options (headlab/inputs.py)
     return parser
+
+
+# GGUF input: every command that takes --model also takes --gguf-file. The two are folded into one path
+# (`DIR/F.gguf`) before the command runs; the loader (headlab.seam) reads a .gguf path through transformers.
+
+def _add_gguf_option(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_gguf_option(sub)
+        elif "--model" in action.option_strings and "--gguf-file" not in parser._option_string_actions:
+            parser.add_argument("--gguf-file", help="a GGUF file inside the --model folder (or a path to one, "
+                                                    "then --model may be left out); needs the `gguf` package")
+
+
+def _fold_gguf(args: argparse.Namespace) -> None:
+    gguf_file = getattr(args, "gguf_file", None)
+    if not gguf_file:
+        return
+    if not gguf_file.endswith(".gguf"):
+        raise HeadlabError(f"--gguf-file {gguf_file}: expected a file ending in .gguf")
+    if args.model and not Path(args.model).is_dir():
+        raise HeadlabError(f"--model {args.model}: with --gguf-file, --model is the folder holding the GGUF file")
+    args.model = str(Path(args.model) / gguf_file) if args.model else gguf_file
 
 
 # Commands whose --out folder is written whole: into a scratch sibling, then moved in (headlab.io.staged_folder).
@@ -227,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         quiet_libraries(args.verbose)
+        _fold_gguf(args)
         if getattr(args, "allow_pickle", False):
             from headlab.model_check import allow_pickle
 

@@ -88,10 +88,11 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
-def _loading(name: str, load: Callable, weights: bool = False):
+def _loading(name: str, load: Callable, weights: bool = False, gguf: bool = False):
     from headlab.model_check import check_model_source
 
-    check_model_source(name, weights)  # local vs hub, config and safetensors whole, pickle refused
+    if not gguf:  # a GGUF file carries its own config and weights; split_gguf has checked it exists
+        check_model_source(name, weights)  # local vs hub, config and safetensors whole, pickle refused
     try:
         return load()
     except (OSError, ValueError) as e:
@@ -105,23 +106,25 @@ def _weights_kwargs() -> dict:
     return {} if pickle_allowed() else {"use_safetensors": True}
 
 
-def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
-    """The tokenizer of a local folder or hub id, with a pad token (EOS when it has none)."""
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """The tokenizer of a local folder, hub id or GGUF file, with a pad token (EOS when it has none)."""
     from transformers import AutoTokenizer
 
-    name = str(name_or_path)
-    tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code))
+    name, gguf = split_gguf(name_or_path, gguf_file)
+    tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                                     **gguf), gguf=bool(gguf))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False):
+def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
     """The transformers config alone: cheap checks before loading weights."""
     from transformers import AutoConfig
 
-    name = str(name_or_path)
-    return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code))
+    name, gguf = split_gguf(name_or_path, gguf_file)
+    return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **gguf),
+                    gguf=bool(gguf))
 
 
 def default_attention(config) -> str:
@@ -139,11 +142,12 @@ def default_attention(config) -> str:
 
 
 def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
-               attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False, gguf_file: str | None = None,
                device_map: str | dict | None = None, max_memory: dict | None = None):
-    """Load a causal LM and its tokenizer from a local folder or hub id, in eval mode.
+    """Load a causal LM and its tokenizer from a local folder, hub id or GGUF file, in eval mode.
 
     Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
+    A GGUF file (`path/to/x.gguf`, or a folder plus `gguf_file`) is dequantized into an ordinary model.
     `device_map` ("auto", or module name -> device) spreads a model too large for one device over several
     (and CPU, and disk) through accelerate's big-model loading; `device` is then unused (headlab/placement.py).
     """
@@ -152,14 +156,17 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
     from headlab.distributed import process_device
     from headlab.placement import big_model_kwargs
 
-    name = str(name_or_path)
+    name, gguf = split_gguf(name_or_path, gguf_file)
     placement = big_model_kwargs(device_map, max_memory)
-    tokenizer = load_tokenizer(name, trust_remote_code)
+    tokenizer = load_tokenizer(name, trust_remote_code, **gguf)
     if attn_implementation == "sdpa":
-        attn_implementation = default_attention(load_model_config(name, trust_remote_code))
+        attn_implementation = default_attention(load_model_config(name, trust_remote_code, **gguf))
+    weights = {**gguf, **_gguf_dequantized(gguf)} if gguf else _weights_kwargs()  # a GGUF file is not pickle
     model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
         name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code, **placement, **_weights_kwargs()), weights=True)
+        trust_remote_code=trust_remote_code, **placement, **weights), weights=True, gguf=bool(gguf))
+    if gguf:
+        model = _plain_model(model, attn_implementation)
     if not placement:
         model.to(process_device(device))  # under `accelerate launch`, cuda means this process's GPU
     model.eval()
@@ -175,6 +182,56 @@ def input_device(model: nn.Module) -> torch.device:
         first = devices[0] if devices else "cpu"
         return torch.device("cuda", first) if isinstance(first, int) else torch.device(first)
     return next(model.parameters()).device
+
+
+# --------------------------------------------------------------------------------------------------------
+# GGUF files, read by transformers' own GGUF support (the `gguf` package; pip install 'headlab[gguf]').
+
+
+def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, dict]:
+    """(folder or hub id, {"gguf_file": name} or {}): a path ending in .gguf names its folder and file."""
+    name = str(name_or_path)
+    if gguf_file is None and name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise HeadlabError(f"{name}: GGUF file not found")
+        name, gguf_file = str(path.parent), path.name
+    if gguf_file is None:
+        return name, {}
+    local = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(name).expanduser() / gguf_file
+    if Path(name).expanduser().is_dir() and not local.is_file():
+        raise HeadlabError(f"{local}: GGUF file not found")
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it; its own error names no install command)
+    except ImportError:
+        raise HeadlabError(f"{local}: reading GGUF needs the `gguf` package (pip install 'headlab[gguf]')") from None
+    return name, {"gguf_file": str(gguf_file)}
+
+
+def _gguf_dequantized(gguf: dict) -> dict:
+    """Ask for dense weights (transformers >= 5.24 otherwise keeps GGUF blocks, or warns that it cannot)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older transformers always dequantize
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)} if gguf else {}
+
+
+def _plain_model(model: nn.Module, attn_implementation: str) -> nn.Module:
+    """The same weights in a model without GGUF's quantizer attached: one that save_pretrained accepts (a
+    fine-tuned or merged model is saved), rebuilt from its config and state dict."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype,
+                                             attn_implementation=attn_implementation)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
 
 
 def max_positions(config) -> int | None:
