@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from study_fake import fake_run
+from study_fake import fake_run, patch_record
 
 from headlab.io import atomic_write_json
 from headlab.study.config import StudyConfig
@@ -29,16 +29,17 @@ def test_report_leaves_out_skipped_knockouts_and_patches(tmp_path):
     atomic_write_json(run / "knockout" / task / BASE / "knockout.json", {"k": 0, "skipped": NO_SCORED_HEADS})
     atomic_write_json(run / "patch" / task / "symbolic-diverse" / "patching.json",
                       {"k": 0, "sets": {}, "skipped": f"target: {NO_SCORED_HEADS}"})
-    empty = {"target": 0.4, "source": 0.8, "sets": {"intersection": {"mean": 0.4, "size": 0}}}
-    atomic_write_json(run / "patch" / task / "templated-repetitive" / "patching.json", empty)
+    atomic_write_json(run / "patch" / task / "templated-repetitive" / "patching.json", patch_record(size=0))
 
     lines = findings(collect(run, CONFIG), CONFIG)
-    knockout = next(line for line in lines if "knocking out" in line)
-    # Four models knocked out (0.8 -> 0.3 against 0.7 random), the base left out and said so.
-    assert "lowers the score by 0.50 on average over 4 models, against 0.10" in knockout
-    assert "(1 of 5 models skipped: no head scored)" in knockout
+    knockout = next(line for line in lines if ", knockout" in line)
+    # Four models knocked out (0.3 against 0.7 random on the same 20 examples), the base left out and said so.
+    assert "lower the score more than as many random heads in 4 of 4 models" in knockout
+    assert "real -0.40 [" in knockout and "1 of 5 models skipped: no head scored" in knockout
     patching = next(line for line in lines if "patching" in line)
-    assert "+0.10 on average (1 model)" in patching  # only the variant whose patch moved heads
+    # Only the variant whose patch moved heads; two examples of twenty gained: no verdict.
+    assert "into 1 synthetic-data model: patched real-repetitive is indistinguishable from unpatched " \
+           "(difference +0.10 [" in patching
 
     out = tmp_path / "report"
     write_report(StageContext(out=out, work=tmp_path / "work", deps=deps, inputs={}), CONFIG)
@@ -58,6 +59,7 @@ def test_report_with_no_knockout_at_all(tmp_path):
     lines = findings(collect(run, CONFIG), CONFIG)
     assert f"{task}: no knockout: no model has a head with a non-zero task retrieval score." in lines
     assert not any("patching the shared" in line for line in lines)
+    assert not any(", knockout" in line for line in lines)
     out = tmp_path / "report"
     write_report(StageContext(out=out, work=tmp_path / "work", deps=deps, inputs={}), CONFIG)
     assert not (out / "figures" / f"knockout_{task}.png").exists()

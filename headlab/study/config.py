@@ -27,15 +27,23 @@ class StudyConfig:
     real_eval: dict[str, str] = field(default_factory=dict)  # task -> headlab JSONL of real evaluation data
     # Defaults sized for the shipped tiny model on 2 CPU cores (its context: 256 -> 512); set them for real models.
     train_examples: int = 32
+    # Held-out examples per task: every score's 95% interval comes from these (see README "power").
     eval_examples: int = 16
     length: int = 512  # prompt tokens of training and evaluation examples (citation needs about 500)
     context_length: int = 640  # the fine-tuned models' context
     finetune: dict[str, Any] = field(default_factory=lambda: {
         "method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 16, "batch_size": 4})
-    detect_examples: int = 8
+    finetune_seeds: int = 1  # fine-tunes per variant (seeds seed, seed+1, ...): the report shows their spread
+    detect_examples: int = 8  # task probes available to rank retrieval heads (a held-out set of its own)
+    detect_counted: int = 24  # detection stops once this many probes were answered right (counted)
     max_new_tokens: int = 16
     top_k: int = 8  # retrieval heads compared, knocked out and patched
     knockout_seeds: int = 3
+    # Knockout and patching run on the first `intervention_examples` held-out examples (0: all of them).
+    intervention_examples: int = 0
+    # Models whose knockout curve (K = 1, 2, 4, ..., top_k) is measured, and variants whose patching curve is;
+    # every other model is measured at K = top_k only (each curve point costs 1 + seeds evaluations).
+    curve_models: list[str] = field(default_factory=lambda: [REAL])
     patch_seeds: int = 2
     niah_lengths: list[int] = field(default_factory=lambda: [256, 512])
     niah_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
@@ -63,9 +71,15 @@ class StudyConfig:
             if unknown:
                 raise bad(name, f"a mapping from the study's tasks to files ({unknown[0]} is not a task)")
         for name in ("train_examples", "eval_examples", "length", "context_length", "detect_examples",
-                     "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size"):
+                     "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size",
+                     "finetune_seeds", "detect_counted"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "a positive integer")
+        names = ["base", *self.models]
+        if any(m not in names for m in self.curve_models):
+            raise bad("curve_models", f"a list of the study's models ({', '.join(names)})")
+        if not isinstance(self.intervention_examples, int) or self.intervention_examples < 0:
+            raise bad("intervention_examples", "a non-negative integer (0: every evaluation example)")
         if self.length + self.max_new_tokens > self.context_length:
             raise bad("length", f"at most context_length - max_new_tokens = "
                                 f"{self.context_length - self.max_new_tokens}")
@@ -82,11 +96,13 @@ class StudyConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # One task, three synthetic variants, smaller sets: the whole pipeline in a few minutes (CI, tests).
+    # Two fine-tune seeds and the curves so that every report element is exercised; intervals are wide.
     "quick": {"tasks": ["mdqa"], "variants": ["real-repetitive", "templated-diverse", "symbolic-symbolic"],
-              "train_examples": 16, "eval_examples": 8, "length": 384, "context_length": 512,
+              "train_examples": 16, "eval_examples": 24, "length": 384, "context_length": 512,
               "finetune": {"method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 8,
                            "batch_size": 4},
-              "detect_examples": 6, "top_k": 6, "knockout_seeds": 2, "patch_seeds": 1,
+              "finetune_seeds": 2, "detect_examples": 16, "intervention_examples": 16,
+              "curve_models": ["real", "symbolic-symbolic"], "top_k": 6, "knockout_seeds": 2, "patch_seeds": 1,
               "niah_lengths": [256, 512], "niah_depths": [0.0, 1.0], "niah_per_cell": 2},
 }
 
