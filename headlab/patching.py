@@ -23,6 +23,8 @@ from headlab.knockout import random_heads
 from headlab.mech_eval import EvalItem, score_items
 from headlab.seam import HeadGeometry, Seam
 
+SET_NAMES = ("intersection", "complement", "source", "random")
+
 
 @dataclass
 class PatchConfig:
@@ -34,6 +36,7 @@ class PatchConfig:
     progress: bool = True
     # K values of a curve: the source's top K vs K random heads outside them (seeds sets each); none by default
     curve: list[int] | None = None
+    sets: list[str] | None = None  # which of intersection, complement, source, random to patch (None: all)
 
 
 def patch_head_sets(source_ranking: list[str], target_ranking: list[str], geometry: HeadGeometry, k: int,
@@ -61,6 +64,11 @@ def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[Ev
     if not items:
         raise HeadlabError("patch: no data items")
     sets = patch_head_sets(source_ranking, target_ranking, g, config.k, config.seeds, config.seed)
+    if config.sets is not None:
+        unknown = [name for name in config.sets if name not in SET_NAMES]
+        if unknown:
+            raise HeadlabError(f"patch: field 'sets' must name sets among {', '.join(SET_NAMES)}, got {unknown[0]}")
+        sets = {name: v for name, v in sets.items() if name in config.sets}
     curve_ks = sorted({k for k in (config.curve or []) if k > 0})
     bad = [k for k in curve_ks if k > min(len(source_ranking), g.total_heads // 2)]
     if bad:

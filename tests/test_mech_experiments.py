@@ -110,6 +110,11 @@ def test_patching_curve_patches_the_top_k_and_random_k():
     assert six["top_heads"] == ALL[:6] and len(six["random_items"]) == 2
     assert all(len(h) == 6 and not set(h) & set(ALL[:6]) for h in six["random_heads"])
     assert six["top"] == statistics.fmean(six["top_items"])
+    only = run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, seeds=1, max_new_tokens=5,
+                                                                          progress=False, sets=["intersection"]))
+    assert list(only["sets"]) == ["intersection"] and only["curve"] == []
+    with pytest.raises(HeadlabError, match="field 'sets'"):
+        run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, progress=False, sets=["everything"]))
     with pytest.raises(HeadlabError, match="curve K=7"):
         run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, seeds=1, progress=False, curve=[7]))
 

@@ -88,7 +88,8 @@ def test_spearman_interval_against_scipy():
     y = x + rng.normal(scale=1.0, size=30)
     s = spearman_interval(x, y, n_resamples=4000, seed=0)
     rho, p = sps.spearmanr(x, y)
-    assert (s["rho"], s["p"], s["n"]) == (pytest.approx(rho), pytest.approx(p), 30)
+    # 30! pairings: a random sample of them, close to the t approximation at this n.
+    assert (s["rho"], s["n"]) == (pytest.approx(rho), 30) and s["p"] == pytest.approx(p, abs=0.01)
 
     def stat(a, b):
         return sps.spearmanr(a, b).statistic
@@ -98,6 +99,16 @@ def test_spearman_interval_against_scipy():
     # Different resampling streams: equal up to Monte Carlo error.
     assert s["low"] == pytest.approx(ref.low, abs=0.05) and s["high"] == pytest.approx(ref.high, abs=0.05)
     assert s["resamples_used"] == 4000
+
+
+@pytest.mark.parametrize("y", [[0.1, 0.3, 0.2, 0.5, 0.4], [0.5, 0.1, 0.3, 0.2, 0.4], [1, 2, 3, 4, 5]])
+def test_spearman_p_is_the_exact_permutation_test(y):
+    x = [0.0, 0.25, 0.5, 0.75, 1.0]
+    ref = sps.permutation_test((x, y), lambda u, v: sps.spearmanr(u, v).statistic, permutation_type="pairings",
+                               n_resamples=np.inf).pvalue
+    assert spearman_interval(x, y)["p"] == pytest.approx(ref)
+    # Three points in perfect order: the t approximation says p=0; one ordering in three is as extreme.
+    assert spearman_interval([1, 2, 3], [4, 5, 6])["p"] == pytest.approx(1 / 3)
 
 
 def test_spearman_interval_undefined_and_tiny():
@@ -117,7 +128,7 @@ def _diff(value, low, high, p, n=100):
     (-0.10, -0.17, -0.03, 0.01, "lower"),
     (0.02, -0.07, 0.11, 0.6, "indistinguishable"),
     (0.30, -0.01, 0.61, 0.04, "indistinguishable"),  # p says yes, the interval spans 0: no verdict
-    (0.30, 0.01, 0.61, 0.07, "indistinguishable"),  # the interval says yes, p does not: no verdict
+    (0.30, 0.01, 0.61, 0.07, "indistinguishable"),  # the interval says yes, p does not: no verdict, said so
     (0.0, 0.0, 0.0, 1.0, "indistinguishable"),  # all equal
 ])
 def test_sentence_follows_its_interval(value, low, high, p, verdict):
@@ -132,6 +143,7 @@ def test_sentence_follows_its_interval(value, low, high, p, verdict):
         assert s.startswith("real is indistinguishable from symbolic-symbolic (difference ")
         assert "beats" not in s and "behind" not in s
         assert f"[{low:+.2f}, {high:+.2f}]" in s
+        assert ("the interval excludes 0 but the test does not reject" in s) == (low > 0 or high < 0)
 
 
 def test_sentence_from_real_data_edge_cases():

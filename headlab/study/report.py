@@ -210,7 +210,9 @@ def _curve_panels(title: str, panels: dict[str, dict], path: Path, xlabel: str, 
 
 def _patch_bars(task: str, t: dict, path: Path) -> None:
     variants = [v for v, p in t["patch"].items() if not p.get("skipped")]
-    names = ["target", "intersection", "complement", "random", "source", "source model"]
+    measured = {name for v in variants for name in t["patch"][v]["sets"]}
+    names = ["target", *(n for n in ("intersection", "complement", "random", "source") if n in measured),
+             "source model"]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(variants) + 2), 3.6))
     width = 0.8 / len(names)
     for j, name in enumerate(names):

@@ -222,7 +222,7 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
         return
     k = min(i["top_k"], len(source_ranking), len(target_ranking))
     pc = PatchConfig(k=k, seeds=i["seeds"], seed=i["seed"], max_new_tokens=i["max_new_tokens"],
-                     batch_size=config.batch_size, progress=False,
+                     batch_size=config.batch_size, progress=False, sets=i["sets"],
                      curve=curve_ks(min(i["top_k"], len(source_ranking))) if i["curve"] else None)
     result = run_patching(source, target, tokenizer, items, source_ranking, target_ranking, pc)
     write_patching(result, ctx.out, pc)
@@ -308,7 +308,8 @@ def build_study(config: StudyConfig, root: str | Path) -> Pipeline:
                 "data": f"data/{task}/{EVAL}",
                 "source_heads": f"heads/{task}/{REAL}", "target_heads": f"heads/{task}/{variant}",
                 "top_k": config.top_k, "seeds": config.patch_seeds, "seed": config.seed,
-                "curve": variant in config.curve_models, "examples": config.intervention_examples},
+                "curve": variant in config.curve_models, "examples": config.intervention_examples,
+                "sets": config.patch_sets},
                 run_patch_stage, [f"data/{task}/{EVAL}", model_ref(task, REAL), model_ref(task, variant),
                                   f"heads/{task}/{REAL}", f"heads/{task}/{variant}"])
     niah_models = [(BASE, None)] + [(f"{task}-{REAL}", task) for task in config.tasks]
