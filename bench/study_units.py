@@ -25,6 +25,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--examples", type=int, default=32)
+    ap.add_argument("--model", default=None, help="default: the shipped tiny model")
+    ap.add_argument("--length", type=int, default=512, help="prompt tokens")
+    ap.add_argument("--context", type=int, default=640, help="fine-tune context length")
     args = ap.parse_args()
     torch.manual_seed(0)
     from headlab.data.example import save_examples
@@ -39,9 +42,10 @@ def main() -> None:
     from headlab.seam import load_model
     from headlab.toy import model_or_default
 
-    path = model_or_default(None)
+    path = model_or_default(args.model)
     model, tok = load_model(path)
-    examples = generate_examples(GenConfig("mdqa", "real", "diverse", n=args.examples, length=512, seed=7), tok)
+    examples = generate_examples(GenConfig("mdqa", "real", "diverse", n=args.examples, length=args.length,
+                                                   seed=7), tok)
     units: dict[str, float] = {}
 
     class Clock:
@@ -83,7 +87,8 @@ def main() -> None:
         save_examples(examples, data)
         for steps in (2, 6):  # the difference removes load/save overhead
             with Clock(f"finetune_{steps}_steps"):
-                finetune(FinetuneConfig(model=path, data=str(data), out=f"{tmp}/ft{steps}", context_length=640,
+                finetune(FinetuneConfig(model=path, data=str(data), out=f"{tmp}/ft{steps}",
+                                        context_length=args.context,
                                         steps=steps, batch_size=4, lr=2e-3, merge=True))
     for kind in ("wall", "cpu"):
         step = (units[f"finetune_6_steps_{kind}"] - units[f"finetune_2_steps_{kind}"]) / 4
