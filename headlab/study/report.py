@@ -303,7 +303,8 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
     models = [BASE, *config.models]
     for task, t in numbers["tasks"].items():
         page.heading(f"{task}: scores (n={t['n_eval']})", 3)
-        page.table(["model", "score [95% CI]", "per seed", "vs base", "p", "", "real minus this", "p", ""],
+        page.table(["model", "score [95% CI]", "per seed", "minus base", "p", "verdict", "real minus this", "p",
+                    "verdict"],
                    [[m, ci(t["scores"][m]),
                      ", ".join(f"{s['value']:.2f}" for s in t["scores"][m]["seeds"]) if m != BASE else "",
                      *(_row_diff(t["vs_base"][m]) if m in t["vs_base"] else ["", "", ""]),
