@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="default: the shipped tiny model")
     ap.add_argument("--length", type=int, default=512, help="prompt tokens")
     ap.add_argument("--context", type=int, default=640, help="fine-tune context length")
+    ap.add_argument("--batch", type=int, default=4, help="fine-tune batch size")
+    ap.add_argument("--steps", default="2,6", help="two fine-tune lengths; their difference gives a step's cost")
     args = ap.parse_args()
     torch.manual_seed(0)
     from headlab.data.example import save_examples
@@ -60,8 +62,10 @@ def main() -> None:
         def __exit__(self, *exc):
             units[f"{self.name}_wall"] = (time.perf_counter() - self.t) / self.per
             units[f"{self.name}_cpu"] = (time.process_time() - self.c) / self.per
+            print(f"{self.name}: {units[f'{self.name}_wall']:.4f} s wall, {units[f'{self.name}_cpu']:.4f} s CPU",
+                  flush=True)
 
-    for bs in (8, 16):
+    for bs in (8, 16) if args.model is None else (8,):
         with Clock(f"eval_bs{bs}_per_example", len(examples)):
             evaluate_examples(model, tok, examples, EvalConfig(max_new_tokens=16, batch_size=bs,
                                                                allow_long_context=True))
@@ -85,15 +89,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         save_examples(examples, data)
-        for steps in (2, 6):  # the difference removes load/save overhead
+        short, long = (int(x) for x in args.steps.split(","))
+        for steps in (short, long):  # the difference removes load/save overhead
             with Clock(f"finetune_{steps}_steps"):
                 finetune(FinetuneConfig(model=path, data=str(data), out=f"{tmp}/ft{steps}",
                                         context_length=args.context,
-                                        steps=steps, batch_size=4, lr=2e-3, merge=True))
+                                        steps=steps, batch_size=args.batch, lr=2e-3, merge=True))
     for kind in ("wall", "cpu"):
-        step = (units[f"finetune_6_steps_{kind}"] - units[f"finetune_2_steps_{kind}"]) / 4
+        step = (units[f"finetune_{long}_steps_{kind}"] - units[f"finetune_{short}_steps_{kind}"]) / (long - short)
         units[f"finetune_per_step_{kind}"] = step
-        units[f"finetune_overhead_{kind}"] = units[f"finetune_2_steps_{kind}"] - 2 * step
+        units[f"finetune_overhead_{kind}"] = units[f"finetune_{short}_steps_{kind}"] - short * step
     units = {k: round(v, 4) for k, v in units.items()}
     print(json.dumps(units, indent=1))
     if args.out:
