@@ -182,7 +182,8 @@ def _curve_panels(title: str, panels: dict[str, dict], path: Path, xlabel: str, 
     names = list(panels)
     cols = min(4, len(names))
     rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.5 * rows), squeeze=False, sharey=True)
+    size = (4.8, 3.4) if len(names) == 1 else (3.1 * cols, 2.6 * rows)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, sharey=True)
     for ax, name in zip(axes.flat, names, strict=False):
         p = panels[name]
         base = p[baseline_key]
@@ -269,6 +270,10 @@ def _niah_lines(niah: dict, path: Path) -> None:
 
 # ---- the page ----------------------------------------------------------------------------------------------
 
+def first_n(panels: dict[str, dict]) -> int:
+    return next(iter(panels.values()))["n"]
+
+
 MARK = {"lower": "below", "higher": "above", "indistinguishable": "same"}
 
 
@@ -341,7 +346,7 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
                          " ".join(MARK[d["verdict"]] for d in k["top_vs_random_each"])] for m, k in knocked.items()])
             with_curves = {m: k for m, k in knocked.items() if len(k["curve"]) > 1}
             if with_curves:
-                _curve_panels(f"{task}: knockout curve, top-K vs random K (95% bands, n={t['n_eval']})",
+                _curve_panels(f"{task}: knockout, top-K vs random K (95% bands, n={first_n(with_curves)})",
                               with_curves, figures / f"knockout_curve_{task}.png", "K heads knocked out",
                               "top-K retrieval heads", "baseline")
                 page.figure(figures / f"knockout_curve_{task}.png", f"{task}: score as heads are knocked out")
@@ -354,7 +359,7 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
                         for v, p in patched.items() for name, st in p["sets"].items()])
             with_curves = {v: p for v, p in patched.items() if len(p["curve"]) > 1}
             if with_curves:
-                _curve_panels(f"{task}: patching curve, the real-data model's top K vs random K heads",
+                _curve_panels(f"{task}: patching the real-data model's top K vs random K (n={first_n(with_curves)})",
                               with_curves, figures / f"patching_curve_{task}.png", "K heads patched",
                               "top-K of the real-data model", "target")
                 page.figure(figures / f"patching_curve_{task}.png", f"{task}: score as heads are patched in")
