@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headlab.errors import HeadlabError
 from headlab.io import read_json
 from headlab.stats import mean_interval, paired_difference, spearman_interval
 from headlab.study.config import REAL, StudyConfig
@@ -80,8 +81,8 @@ class Evidence:
                 ids_m, sc = _predictions(root / eval_ref(task, m, s))
                 if ids is None:
                     ids = ids_m
-                if ids_m != ids:
-                    raise ValueError(f"eval/{task}/{m}: its examples differ from the base model's")
+                if ids_m != ids:  # paired comparisons need the same examples in the same order
+                    raise HeadlabError(f"{eval_ref(task, m, s)}: its examples differ from the base model's")
                 seed = None if m == BASE else self.seeds[s]
                 self._row(task, m, seed, ids_m, sc, "eval")
                 runs.append((seed, sc))
@@ -131,11 +132,10 @@ class Evidence:
                           "top_vs_random": diff(p["top_items"], random),
                           "top_vs_random_each": [diff(p["top_items"], r) for r in p["random_items"]]})
         main = next(c for c in curve if c["k"] == raw["k"])
+        top_items = next(p for p in raw["curve"] if p["k"] == raw["k"])["top_items"]
         return {"k": raw["k"], "n": len(ids), "seeds": len(raw["random"]), "baseline": est(raw["baseline_items"]),
                 **{key: main[key] for key in ("top", "random", "top_vs_random", "top_vs_random_each")},
-                "top_vs_none": diff(next(p for p in raw["curve"] if p["k"] == raw["k"])["top_items"],
-                                    raw["baseline_items"]),
-                "curve": curve}
+                "top_vs_none": diff(top_items, raw["baseline_items"]), "curve": curve}
 
     def _patch(self, task: str, variant: str) -> dict:
         raw = read_json(self.root / "patch" / task / variant / "patching.json")
