@@ -44,8 +44,9 @@ def test_shipped_example_configs_are_valid():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "examples"
-    config = build_config("default", root / "study_smollm2.yaml")
-    assert config.base_model.endswith("smollm2-135m-instruct") and config.length + config.max_new_tokens <= 8192
+    for name in ("study_smollm2.yaml", "study_smollm2_short.yaml"):
+        config = build_config("default", root / name)
+        assert config.base_model.endswith("smollm2-135m-instruct") and config.length + config.max_new_tokens <= 8192
     for preset in ("default", "quick", "full"):
         build_config(preset)
 
