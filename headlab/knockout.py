@@ -78,25 +78,30 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         means = head_means(model, prompt_batches(items, pad, config.batch_size, input_device(model)))
 
-    def evaluate(heads: list[str]) -> float:
+    def evaluate(heads: list[str]) -> list[float]:
+        """Per-item scores (input order): paired tests across conditions need them, not just the mean."""
         with knockout(model, heads, config.mode, config.where, means):
-            return statistics.fmean(score_items(model, tokenizer, items, config.max_new_tokens, config.batch_size))
+            return score_items(model, tokenizer, items, config.max_new_tokens, config.batch_size)
 
     runs = 1 + sum(1 + config.seeds for k in ks if k > 0)
     bar = tqdm(total=runs, desc="knockout", unit="run", disable=not config.progress)
-    baseline = evaluate([])
+    baseline_items = evaluate([])
+    baseline = statistics.fmean(baseline_items)
     bar.update(1)
     curve = []
     for k in ks:
         top = ranking[:k]
-        point = {"k": k, "top_heads": top, "top": baseline, "random": [], "random_heads": []}
+        point = {"k": k, "top_heads": top, "top": baseline, "random": [], "random_heads": [],
+                 "top_items": baseline_items, "random_items": []}
         if k > 0:
-            point["top"] = evaluate(top)
+            point["top_items"] = evaluate(top)
+            point["top"] = statistics.fmean(point["top_items"])
             bar.update(1)
             for s in range(config.seeds):
                 heads = random_heads(g, top, k, config.seed + s)
                 point["random_heads"].append(heads)
-                point["random"].append(evaluate(heads))
+                point["random_items"].append(evaluate(heads))
+                point["random"].append(statistics.fmean(point["random_items"][-1]))
                 bar.update(1)
         point["random_mean"], point["random_std"] = _spread(point["random"]) if k > 0 else (baseline, 0.0)
         curve.append(point)
@@ -104,7 +109,8 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
     main = next(p for p in curve if p["k"] == config.k)
     return {"baseline": baseline, "k": config.k, "top": main["top"], "top_heads": main["top_heads"],
             "random_mean": main["random_mean"], "random_std": main["random_std"], "random": main["random"],
-            "curve": curve, "n_items": len(items), "geometry": g.to_dict()}
+            "curve": curve, "n_items": len(items), "item_ids": [it.id for it in items],
+            "baseline_items": baseline_items, "geometry": g.to_dict()}
 
 
 def plot_knockout(result: dict, path: str | Path, title: str = "Knockout") -> None:

@@ -23,6 +23,8 @@ from headlab.knockout import random_heads
 from headlab.mech_eval import EvalItem, score_items
 from headlab.seam import HeadGeometry, Seam
 
+SET_NAMES = ("intersection", "complement", "source", "random")
+
 
 @dataclass
 class PatchConfig:
@@ -32,6 +34,9 @@ class PatchConfig:
     max_new_tokens: int = 32
     batch_size: int = 8
     progress: bool = True
+    # K values of a curve: the source's top K vs K random heads outside them (seeds sets each); none by default
+    curve: list[int] | None = None
+    sets: list[str] | None = None  # which of intersection, complement, source, random to patch (None: all)
 
 
 def patch_head_sets(source_ranking: list[str], target_ranking: list[str], geometry: HeadGeometry, k: int,
@@ -59,27 +64,48 @@ def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[Ev
     if not items:
         raise HeadlabError("patch: no data items")
     sets = patch_head_sets(source_ranking, target_ranking, g, config.k, config.seeds, config.seed)
-    bar = tqdm(total=2 + sum(len(v) for v in sets.values()), desc="patch", unit="run", disable=not config.progress)
+    if config.sets is not None:
+        unknown = [name for name in config.sets if name not in SET_NAMES]
+        if unknown:
+            raise HeadlabError(f"patch: field 'sets' must name sets among {', '.join(SET_NAMES)}, got {unknown[0]}")
+        sets = {name: v for name, v in sets.items() if name in config.sets}
+    curve_ks = sorted({k for k in (config.curve or []) if k > 0})
+    bad = [k for k in curve_ks if k > min(len(source_ranking), g.total_heads // 2)]
+    if bad:
+        raise HeadlabError(f"patch: curve K={bad[0]} is more than the source's {len(source_ranking)} ranked heads "
+                           f"or half of the model's {g.total_heads} heads")
+    runs = 2 + sum(len(v) for v in sets.values()) + len(curve_ks) * (1 + config.seeds)
+    bar = tqdm(total=runs, desc="patch", unit="run", disable=not config.progress)
 
-    def evaluate(model: nn.Module) -> float:
+    def evaluate(model: nn.Module, heads: list[str] | None = None) -> list[float]:
+        """Per-item scores (input order), with `heads` patched from the source when given."""
         bar.update(1)
-        return statistics.fmean(score_items(model, tokenizer, items, config.max_new_tokens, config.batch_size))
+        if heads is None:
+            return score_items(model, tokenizer, items, config.max_new_tokens, config.batch_size)
+        with patch_from_model(target, source, heads):
+            return score_items(target, tokenizer, items, config.max_new_tokens, config.batch_size)
 
-    result: dict = {"target": evaluate(target), "source": evaluate(source), "sets": {}}
+    target_items, source_items = evaluate(target), evaluate(source)
+    result: dict = {"target": statistics.fmean(target_items), "source": statistics.fmean(source_items), "sets": {},
+                    "target_items": target_items, "source_items": source_items}
     for name, head_sets in sets.items():
-        scores = []
-        for heads in head_sets:
-            if not heads:  # nothing to patch: the target's own score
-                scores.append(result["target"])
-                bar.update(1)
-                continue
-            with patch_from_model(target, source, heads):
-                scores.append(evaluate(target))
+        # An empty set patches nothing: the target's own scores.
+        per_set = [evaluate(target, heads) if heads else (bar.update(1), target_items)[1] for heads in head_sets]
+        scores = [statistics.fmean(x) for x in per_set]
         result["sets"][name] = {"heads": head_sets if name == "random" else head_sets[0], "size": len(head_sets[0]),
                                 "scores": scores, "mean": statistics.fmean(scores),
-                                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+                                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "items": per_set}
+    result["curve"] = []
+    for k in curve_ks:
+        top = source_ranking[:k]
+        randoms = [random_heads(g, top, k, config.seed + s) for s in range(config.seeds)]
+        top_items = evaluate(target, top)
+        random_items = [evaluate(target, heads) for heads in randoms]
+        result["curve"].append({"k": k, "top_heads": top, "top": statistics.fmean(top_items), "top_items": top_items,
+                                "random_heads": randoms, "random": [statistics.fmean(x) for x in random_items],
+                                "random_items": random_items})
     bar.close()
-    result.update(k=config.k, n_items=len(items), geometry=g.to_dict())
+    result.update(k=config.k, n_items=len(items), item_ids=[it.id for it in items], geometry=g.to_dict())
     return result
 
 

@@ -69,6 +69,10 @@ def test_run_knockout_scores_the_top_set_and_controls():
     main_point = result["curve"][-1]
     assert all(not set(h) & set(ranking[:2]) for h in main_point["random_heads"])
     assert result["random_mean"] == pytest.approx(statistics.fmean(main_point["random"]))
+    # Per-item scores behind every mean, in item order: the report's paired tests use them.
+    assert result["item_ids"] == [it.id for it in items] and main_point["top_items"] == [1.0] * len(items)
+    assert result["baseline"] == statistics.fmean(result["baseline_items"])
+    assert [statistics.fmean(x) for x in main_point["random_items"]] == main_point["random"]
     with pytest.raises(HeadlabError, match="field 'k'"):
         run_knockout(model, tok, items, ranking, KnockoutConfig(k=7, progress=False))
 
@@ -91,6 +95,28 @@ def test_run_patching_all_heads_gives_the_source_answers():
     assert result["sets"]["source"]["mean"] == 1.0  # every head patched: the target answers as the source
     assert result["sets"]["intersection"]["size"] == 12 and result["sets"]["complement"]["size"] == 0
     assert result["sets"]["complement"]["mean"] == result["target"]
+    assert result["sets"]["complement"]["items"] == [result["target_items"]]
+    assert statistics.fmean(result["target_items"]) == result["target"] and result["source_items"] == [1.0] * 4
+
+
+def test_patching_curve_patches_the_top_k_and_random_k():
+    target = build_model("llama")
+    source, tok = _attention_tuned(target, "llama"), build_tokenizer()
+    items = _matching_items(source, tok, _prompts(3))
+    result = run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, seeds=2, max_new_tokens=5,
+                                                                           progress=False, curve=[0, 1, 2, 6]))
+    assert [p["k"] for p in result["curve"]] == [1, 2, 6]
+    six = result["curve"][-1]
+    assert six["top_heads"] == ALL[:6] and len(six["random_items"]) == 2
+    assert all(len(h) == 6 and not set(h) & set(ALL[:6]) for h in six["random_heads"])
+    assert six["top"] == statistics.fmean(six["top_items"])
+    only = run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, seeds=1, max_new_tokens=5,
+                                                                          progress=False, sets=["intersection"]))
+    assert list(only["sets"]) == ["intersection"] and only["curve"] == []
+    with pytest.raises(HeadlabError, match="field 'sets'"):
+        run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, progress=False, sets=["everything"]))
+    with pytest.raises(HeadlabError, match="curve K=7"):
+        run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, seeds=1, progress=False, curve=[7]))
 
 
 def test_patch_head_sets():

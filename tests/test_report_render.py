@@ -52,8 +52,9 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     write_report(StageContext(out=out, work=tmp_path / "work", deps=fake_run(tmp_path / "run", config), inputs={}),
                  config)
     url = (out / "report.html").as_uri()
-    # base + real + 3 variants heads maps, scores, scatter, knockout, patching, 2 NIAH maps.
-    expected_imgs = 5 + 4 + 2
+    # base + real + 3 variants heads maps; scores, scatter, knockout bars and curve, patching bars and curve,
+    # NIAH by length; 2 NIAH maps.
+    expected_imgs = 5 + 7 + 2
 
     dom = _chromium(binary, tmp_path / "profile-dom", "--dump-dom", url).stdout
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', dom)) == expected_imgs

@@ -38,3 +38,24 @@ def test_missing_file_and_unknown_preset(tmp_path):
         build_config("default", tmp_path / "nope.yaml")
     with pytest.raises(HeadlabError, match="unknown preset"):
         build_config("huge")
+
+
+def test_shipped_example_configs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("study_smollm2.yaml", "study_smollm2_short.yaml"):
+        config = build_config("default", root / name)
+        assert config.base_model.endswith("smollm2-135m-instruct") and config.length + config.max_new_tokens <= 8192
+    for preset in ("default", "quick", "full"):
+        build_config(preset)
+
+
+def test_curve_models_and_patch_sets_are_checked(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("curve_models: [nobody]\n")
+    with pytest.raises(HeadlabError, match="field 'curve_models'"):
+        build_config("default", path)
+    path.write_text("patch_sets: [everything]\n")
+    with pytest.raises(HeadlabError, match="field 'patch_sets'"):
+        build_config("default", path)

@@ -34,7 +34,7 @@ def test_quick_study_survives_a_kill_and_matches_an_uninterrupted_run(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill in the middle of the first fine-tune, after its first checkpoint if it writes one.
     deadline = time.time() + 600
-    while not list((killed / ".work").glob("models/mdqa/*/run/config.json")) and time.time() < deadline:
+    while not list((killed / ".work").glob("models/mdqa/*/seed*/run/config.json")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3)
     proc.send_signal(signal.SIGKILL)

@@ -56,7 +56,8 @@ def add_study_commands(subparsers) -> None:
                     "-> patching -> report. Re-running skips finished stages; a changed setting recomputes "
                     "its stage and what depends on it.")
     s.add_argument("--config", help="YAML or JSON study settings (see README); overrides the preset")
-    s.add_argument("--preset", default="default", help="default (all three tasks) or quick (one task)")
+    s.add_argument("--preset", default="default",
+                   help="default (MDQA and multi-hop, ~15 min on 2 CPU cores), quick (one task, CI) or full (~1 h)")
     s.add_argument("--out", default="runs/study", help="run folder")
     s.add_argument("--model", help="base model (default: the shipped tiny model)")
     s.add_argument("--device", default=None)

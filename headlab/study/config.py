@@ -21,7 +21,9 @@ REAL = "real"  # the variant trained on real data (for the toy world: its riches
 @dataclass
 class StudyConfig:
     base_model: str | None = None  # default: the shipped tiny model
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    # The default leaves citation out: on the toy world no model has a citation retrieval head, and the 15-minute
+    # budget goes to power on the two tasks that have heads (preset "full" runs all three).
+    tasks: list[str] = field(default_factory=lambda: ["mdqa", "multihop"])
     # Synthetic variants as "<needle realism>-<haystack diversity>"; "real" is always trained too.
     variants: list[str] = field(default_factory=lambda: [
         "real-repetitive", "templated-diverse", "templated-repetitive", "symbolic-diverse", "symbolic-symbolic"])
@@ -29,16 +31,26 @@ class StudyConfig:
     real_eval: dict[str, str] = field(default_factory=dict)  # task -> headlab JSONL of real evaluation data
     # Defaults sized for the shipped tiny model on 2 CPU cores (its context: 256 -> 512); set them for real models.
     train_examples: int = 32
-    eval_examples: int = 16
+    # Held-out examples per task: every score's 95% interval comes from these (see README "power").
+    eval_examples: int = 128
     length: int = 512  # prompt tokens of training and evaluation examples (citation needs about 500)
     context_length: int = 640  # the fine-tuned models' context
     finetune: dict[str, Any] = field(default_factory=lambda: {
         "method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 16, "batch_size": 4})
-    detect_examples: int = 8
+    finetune_seeds: int = 2  # fine-tunes per variant (seeds seed, seed+1, ...): the report shows their spread
+    detect_examples: int = 48  # task probes available to rank retrieval heads (a held-out set of its own)
+    detect_counted: int = 24  # detection stops once this many probes were answered right (counted)
     max_new_tokens: int = 16
     top_k: int = 8  # retrieval heads compared, knocked out and patched
-    knockout_seeds: int = 3
-    patch_seeds: int = 2
+    knockout_seeds: int = 2
+    # Knockout and patching run on the first `intervention_examples` held-out examples (0: all of them).
+    intervention_examples: int = 32
+    # Models whose knockout curve (K = 1, 2, 4, ..., top_k) is measured, and variants whose patching curve is;
+    # every other model is measured at K = top_k only (each curve point costs 1 + seeds evaluations).
+    curve_models: list[str] = field(default_factory=lambda: [REAL])
+    patch_seeds: int = 1
+    # The head sets patched: intersection (the paper's) and random (its control); complement and source too in "full"
+    patch_sets: list[str] = field(default_factory=lambda: ["intersection", "random"])
     niah_lengths: list[int] = field(default_factory=lambda: [256, 512])
     niah_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     niah_per_cell: int = 3
@@ -75,11 +87,20 @@ class StudyConfig:
         if self.base_model is not None and not (isinstance(self.base_model, str) and self.base_model.strip()):
             raise bad("base_model", "a model folder or hub id")
         for name in ("train_examples", "eval_examples", "length", "context_length", "detect_examples",
-                     "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size"):
+                     "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size",
+                     "finetune_seeds", "detect_counted"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "a positive integer")
         if not _is_int(self.seed) or self.seed < 0:
             raise bad("seed", "an integer >= 0")
+        names = ["base", *self.models]
+        if not isinstance(self.curve_models, list) or any(m not in names for m in self.curve_models):
+            raise bad("curve_models", f"a list of the study's models ({', '.join(names)})")
+        sets = ("intersection", "complement", "source", "random")
+        if not isinstance(self.patch_sets, list) or not self.patch_sets or any(x not in sets for x in self.patch_sets):
+            raise bad("patch_sets", "a non-empty list of intersection, complement, source, random")
+        if not _is_int(self.intervention_examples) or self.intervention_examples < 0:
+            raise bad("intervention_examples", "a non-negative integer (0: every evaluation example)")
         if self.length + self.max_new_tokens > self.context_length:
             raise bad("length", f"at most context_length - max_new_tokens = "
                                 f"{self.context_length - self.max_new_tokens}")
@@ -144,12 +165,20 @@ def _is_number(value: Any) -> bool:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
+    # Everything at full power: all three tasks, knockout and patching on every held-out example with more
+    # control sets, every patching head set, curves for two models. About 55 minutes on 2 idle CPU cores.
+    "full": {"tasks": list(TASKS), "intervention_examples": 0, "knockout_seeds": 3, "patch_seeds": 2,
+             "patch_sets": ["intersection", "complement", "source", "random"],
+             "curve_models": [REAL, "symbolic-symbolic"]},
     # One task, three synthetic variants, smaller sets: the whole pipeline in a few minutes (CI, tests).
+    # Two fine-tune seeds and the curves so that every report element is exercised; intervals are wide.
     "quick": {"tasks": ["mdqa"], "variants": ["real-repetitive", "templated-diverse", "symbolic-symbolic"],
-              "train_examples": 16, "eval_examples": 8, "length": 384, "context_length": 512,
+              "train_examples": 16, "eval_examples": 24, "length": 384, "context_length": 512,
               "finetune": {"method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 8,
                            "batch_size": 4},
-              "detect_examples": 6, "top_k": 6, "knockout_seeds": 2, "patch_seeds": 1,
+              "finetune_seeds": 2, "detect_examples": 16, "intervention_examples": 16,
+              "curve_models": ["real", "symbolic-symbolic"], "top_k": 6,
+              "patch_sets": ["intersection", "complement", "source", "random"], "knockout_seeds": 2, "patch_seeds": 1,
               "niah_lengths": [256, 512], "niah_depths": [0.0, 1.0], "niah_per_cell": 2},
 }
 

@@ -1,14 +1,19 @@
 """The paper's pipeline as stages over a run folder (see pipeline.py for resumption).
 
-    data/{task}/{variant}, data/{task}/eval     training sets per variant; the held-out real evaluation set
-    models/{task}/{variant}                      context-extension fine-tune of the base model
-    eval/{task}/{model}                          downstream score on the evaluation set (base included)
+    data/{task}/{variant}/seed{s}                training set per variant and fine-tune seed
+    data/{task}/eval, data/{task}/probe          held-out real sets: evaluation; retrieval-head detection
+    models/{task}/{variant}/seed{s}              context-extension fine-tune of the base model, one per seed
+    eval/{task}/base, eval/{task}/{variant}/seed{s}   downstream score on the evaluation set (per example)
     heads/{task}/{model}                         task retrieval heads (DESIGN.md "Task retrieval score")
     compare/{task}                               recall against the real-data model; Spearman with score
-    knockout/{task}/{model}                      top-K retrieval heads against random heads
-    patch/{task}/{variant}                       real-data model -> synthetic-data model
+    knockout/{task}/{model}                      top-K retrieval heads against random heads, curve over K
+    patch/{task}/{variant}                       real-data model -> synthetic-data model, curve over K
     niah/{model}                                 needle-in-a-haystack sweep of base and real-data models
-    report                                       figures and one HTML page
+    report                                       figures, one HTML page, numbers with intervals, scores table
+
+Heads, knockout, patching and the sweeps use each variant's first seed (its "primary" model); every
+fine-tune seed is evaluated. Detection ranks heads on a probe set of its own, so the examples knockout and
+patching score were not used to choose the heads they remove.
 """
 
 from __future__ import annotations
@@ -25,6 +30,20 @@ from headlab.study.pipeline import Pipeline, Stage, StageContext
 
 BASE = "base"
 EVAL = "eval"
+PROBE = "probe"
+
+
+def seed_name(s: int) -> str:
+    return f"seed{s}"
+
+
+def curve_ks(k: int) -> list[int]:
+    """1, 2, 4, 8, ... below k, then k: the K values of knockout and patching curves."""
+    ks, x = [], 1
+    while x < k:
+        ks.append(x)
+        x *= 2
+    return [*ks, k] if k > 0 else []
 
 
 def base_model_path(config: StudyConfig) -> str:
@@ -32,9 +51,13 @@ def base_model_path(config: StudyConfig) -> str:
 
     return model_or_default(config.base_model)
 
-def model_ref(task: str | None, model: str) -> str | None:
-    """The stage that trained a model, or None for the base model."""
-    return None if model == BASE else f"models/{task}/{model}"
+def model_ref(task: str | None, model: str, seed: int = 0) -> str | None:
+    """The stage that trained a model (its fine-tune seed index `seed`), or None for the base model."""
+    return None if model == BASE else f"models/{task}/{model}/{seed_name(seed)}"
+
+
+def eval_ref(task: str, model: str, seed: int = 0) -> str:
+    return f"eval/{task}/{BASE}" if model == BASE else f"eval/{task}/{model}/{seed_name(seed)}"
 
 
 def _load(ctx: StageContext, ref: str | None, config: StudyConfig):
@@ -52,7 +75,13 @@ def make_data(ctx: StageContext, config: StudyConfig) -> None:
 
     i = ctx.inputs
     if i.get("file"):
-        examples = load_examples(i["file"])[: i["n"]]
+        every = load_examples(i["file"])
+        skip = i.get("skip", 0)
+        examples = every[skip: skip + i["n"]]
+        if not examples:  # a file too short for a set of its own: reuse its start, and say so
+            examples = every[: i["n"]]
+            atomic_write_json(ctx.out / "note.json", {"overlaps": f"the first {len(examples)} examples of "
+                                                                  f"{i['file']} (nothing after {skip})"})
     else:
         tokenizer = load_tokenizer(base_model_path(config))
         examples = generate_examples(GenConfig(i["task"], i["needle"], i["haystack"], n=i["n"], length=i["length"],
@@ -94,10 +123,12 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _eval_items(ctx: StageContext, data_stage: str, tokenizer):
+def _eval_items(ctx: StageContext, data_stage: str, tokenizer, n: int = 0):
+    """The first n examples of a data stage as scoring items (n = 0: all)."""
     from headlab.mech_eval import items_from_examples
 
-    return items_from_examples(load_examples(ctx.deps[data_stage] / "examples.jsonl"), tokenizer)
+    examples = load_examples(ctx.deps[data_stage] / "examples.jsonl")
+    return items_from_examples(examples[:n] if n else examples, tokenizer)
 
 
 def run_eval(ctx: StageContext, config: StudyConfig) -> None:
@@ -132,7 +163,16 @@ def run_heads(ctx: StageContext, config: StudyConfig) -> None:
 
     detect_config = DetectConfig(max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size,
                                  top_k=i["top_k"], allow_long_context=True, progress=False)
-    result = detect_retrieval_heads(model, tokenizer, probes, detect_config, success=success)
+    # Detect chunk by chunk and stop once enough probes were answered right: counted probes are what the
+    # ranking averages over, and a model that answers most probes needs far fewer of them.
+    outcomes, result = [], None
+    chunk = max(config.batch_size, 8)
+    for lo in range(0, len(probes), chunk):
+        result = detect_retrieval_heads(model, tokenizer, probes[lo:lo + chunk], detect_config, success=success)
+        outcomes.extend(result.outcomes)
+        if sum(o.counted for o in outcomes) >= i["counted"]:
+            break
+    result.outcomes = outcomes
     fallback = not any(o.counted for o in result.outcomes)
     if fallback:
         # A model that answers nothing right still attends somewhere; rank its heads over every probe
@@ -140,7 +180,8 @@ def run_heads(ctx: StageContext, config: StudyConfig) -> None:
         for o in result.outcomes:
             o.counted = True
         result.config.keep_failed = True
-    write_detection(result, ctx.out, {"no_probe_succeeded": fallback})
+    write_detection(result, ctx.out, {"no_probe_succeeded": fallback, "counted_wanted": i["counted"],
+                                      "probes_available": len(probes)})
 
 
 def run_compare(ctx: StageContext, config: StudyConfig) -> None:
@@ -148,7 +189,9 @@ def run_compare(ctx: StageContext, config: StudyConfig) -> None:
 
     i = ctx.inputs
     paths = [ctx.deps[f"heads/{i['task']}/{v}"] for v in i["variants"]]
-    scores = [read_json(ctx.deps[f"eval/{i['task']}/{v}"] / "summary.json")["score"] for v in i["variants"]]
+    # A variant's score: the mean over its fine-tune seeds.
+    scores = [sum(read_json(ctx.deps[eval_ref(i["task"], v, s)] / "summary.json")["score"] for s in range(i["seeds"]))
+              / i["seeds"] for v in i["variants"]]
     downstream = scores if len(paths) >= 3 else None
     result = compare_head_files(paths, reference=ctx.deps[f"heads/{i['task']}/{REAL}"], downstream=downstream,
                                 config=CompareConfig(threshold=None, top_k=i["top_k"]))
@@ -171,12 +214,13 @@ def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
-    items = _eval_items(ctx, i["data"], tokenizer)
+    items = _eval_items(ctx, i["data"], tokenizer, i["examples"])
     ranking = _ranking(ctx.deps[i["heads"]])
     if not ranking:
         atomic_write_json(ctx.out / "knockout.json", {"k": 0, "skipped": NO_SCORED_HEADS})
         return
-    ko = KnockoutConfig(k=min(i["top_k"], len(ranking)), seeds=i["seeds"], seed=i["seed"], curve=[],  # K only
+    k = min(i["top_k"], len(ranking))
+    ko = KnockoutConfig(k=k, seeds=i["seeds"], seed=i["seed"], curve=curve_ks(k) if i["curve"] else [],
                         max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
     write_knockout(run_knockout(model, tokenizer, items, ranking, ko), ctx.out, ko)
 
@@ -187,14 +231,16 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
     i = ctx.inputs
     source, tokenizer = _load(ctx, i["source"], config)
     target, _ = _load(ctx, i["target"], config)
-    items = _eval_items(ctx, i["data"], tokenizer)
+    items = _eval_items(ctx, i["data"], tokenizer, i["examples"])
     source_ranking, target_ranking = _ranking(ctx.deps[i["source_heads"]]), _ranking(ctx.deps[i["target_heads"]])
     if not source_ranking or not target_ranking:
         which = "source (real-data model)" if not source_ranking else "target"
         atomic_write_json(ctx.out / "patching.json", {"k": 0, "sets": {}, "skipped": f"{which}: {NO_SCORED_HEADS}"})
         return
-    pc = PatchConfig(k=min(i["top_k"], len(source_ranking), len(target_ranking)), seeds=i["seeds"], seed=i["seed"],
-                     max_new_tokens=i["max_new_tokens"], batch_size=config.batch_size, progress=False)
+    k = min(i["top_k"], len(source_ranking), len(target_ranking))
+    pc = PatchConfig(k=k, seeds=i["seeds"], seed=i["seed"], max_new_tokens=i["max_new_tokens"],
+                     batch_size=config.batch_size, progress=False, sets=i["sets"],
+                     curve=curve_ks(min(i["top_k"], len(source_ranking))) if i["curve"] else None)
     result = run_patching(source, target, tokenizer, items, source_ranking, target_ranking, pc)
     write_patching(result, ctx.out, pc)
 
@@ -226,43 +272,62 @@ def build_study(config: StudyConfig, root: str | Path) -> Pipeline:
     def add(name: str, inputs: dict, run, deps: list[str]) -> None:
         p.add(Stage(name, inputs, lambda ctx: run(ctx, config), deps))
 
+    seeds = range(config.finetune_seeds)
     for task in config.tasks:
         for variant in config.models:
             needle, haystack = ("real", "diverse") if variant == REAL else variant.split("-")
-            add(f"data/{task}/{variant}", {"task": task, "needle": needle, "haystack": haystack,
-                                           "n": config.train_examples, "length": config.length,
-                                           "seed": config.seed, "tokenizer": base,
-                                           "file": config.real_data.get(task) if variant == REAL else None},
-                make_data, [])
+            for s in seeds:  # each seed draws its own training set (a file of real data: the same one)
+                add(f"data/{task}/{variant}/{seed_name(s)}", {
+                    "task": task, "needle": needle, "haystack": haystack, "n": config.train_examples,
+                    "length": config.length, "seed": config.seed + s, "tokenizer": base,
+                    "file": config.real_data.get(task) if variant == REAL else None}, make_data, [])
         add(f"data/{task}/{EVAL}", {"task": task, "needle": "real", "haystack": "diverse", "n": config.eval_examples,
                                     "length": config.length, "seed": config.seed + 1000, "tokenizer": base,
                                     "file": config.real_eval.get(task)}, make_data, [])
+        # Probes for detection: held-out real data too, drawn apart from the evaluation set. From a file, the
+        # examples after the evaluation set's.
+        add(f"data/{task}/{PROBE}", {"task": task, "needle": "real", "haystack": "diverse",
+                                     "n": config.detect_examples, "length": config.length,
+                                     "seed": config.seed + 2000, "tokenizer": base, "file": config.real_eval.get(task),
+                                     "skip": config.eval_examples if config.real_eval.get(task) else 0},
+            make_data, [])
         for variant in config.models:
-            add(f"models/{task}/{variant}", {"base_model": base, "data": f"data/{task}/{variant}",
-                                             "context_length": config.context_length, "seed": config.seed,
-                                             "finetune": config.finetune}, run_finetune, [f"data/{task}/{variant}"])
+            for s in seeds:
+                data = f"data/{task}/{variant}/{seed_name(s)}"
+                add(model_ref(task, variant, s), {"base_model": base, "data": data,
+                                                  "context_length": config.context_length, "seed": config.seed + s,
+                                                  "finetune": config.finetune}, run_finetune, [data])
         for model in [BASE, *config.models]:
-            deps = [f"data/{task}/{EVAL}"] + ([] if model == BASE else [model_ref(task, model)])
+            for s in ([0] if model == BASE else seeds):
+                ref = model_ref(task, model, s)
+                add(eval_ref(task, model, s), {**shared, "model": ref, "data": f"data/{task}/{EVAL}"}, run_eval,
+                    [f"data/{task}/{EVAL}"] + ([] if ref is None else [ref]))
             ref = model_ref(task, model)
-            add(f"eval/{task}/{model}", {**shared, "model": ref, "data": f"data/{task}/{EVAL}"}, run_eval, deps)
-            add(f"heads/{task}/{model}", {**shared, "model": ref, "data": f"data/{task}/{EVAL}",
-                                          "n": config.detect_examples, "top_k": config.top_k}, run_heads, deps)
-        add(f"compare/{task}", {"task": task, "variants": config.variants, "top_k": config.top_k}, run_compare,
-            [f"{kind}/{task}/{m}" for kind in ("heads", "eval") for m in config.models])
+            add(f"heads/{task}/{model}", {**shared, "model": ref, "data": f"data/{task}/{PROBE}",
+                                          "n": config.detect_examples, "counted": config.detect_counted,
+                                          "top_k": config.top_k},
+                run_heads, [f"data/{task}/{PROBE}"] + ([] if ref is None else [ref]))
+        add(f"compare/{task}", {"task": task, "variants": config.variants, "top_k": config.top_k,
+                                "seeds": config.finetune_seeds}, run_compare,
+            [f"heads/{task}/{m}" for m in config.models]
+            + [eval_ref(task, m, s) for m in config.models for s in seeds])
         for model in [BASE, *config.models]:
             deps = [f"data/{task}/{EVAL}", f"heads/{task}/{model}"] + (
                 [] if model == BASE else [model_ref(task, model)])
             add(f"knockout/{task}/{model}", {**shared, "model": model_ref(task, model),
                                              "data": f"data/{task}/{EVAL}", "heads": f"heads/{task}/{model}",
                                              "top_k": config.top_k, "seeds": config.knockout_seeds,
-                                             "seed": config.seed}, run_knockout_stage, deps)
+                                             "seed": config.seed, "curve": model in config.curve_models,
+                                             "examples": config.intervention_examples}, run_knockout_stage, deps)
         for variant in config.variants:
             add(f"patch/{task}/{variant}", {
                 **shared, "source": model_ref(task, REAL), "target": model_ref(task, variant),
                 "data": f"data/{task}/{EVAL}",
                 "source_heads": f"heads/{task}/{REAL}", "target_heads": f"heads/{task}/{variant}",
-                "top_k": config.top_k, "seeds": config.patch_seeds, "seed": config.seed},
-                run_patch_stage, [f"data/{task}/{EVAL}", f"models/{task}/{REAL}", f"models/{task}/{variant}",
+                "top_k": config.top_k, "seeds": config.patch_seeds, "seed": config.seed,
+                "curve": variant in config.curve_models, "examples": config.intervention_examples,
+                "sets": config.patch_sets},
+                run_patch_stage, [f"data/{task}/{EVAL}", model_ref(task, REAL), model_ref(task, variant),
                                   f"heads/{task}/{REAL}", f"heads/{task}/{variant}"])
     niah_models = [(BASE, None)] + [(f"{task}-{REAL}", task) for task in config.tasks]
     for label, task in niah_models:
