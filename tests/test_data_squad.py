@@ -229,7 +229,7 @@ def test_study_reads_converted_file_as_real_data(squad_file, tmp_path):
     save_examples(convert_squad(squad_file, SquadConfig(n_docs=2, split="heldout", heldout_fraction=0.34))[0], test)
     config = build_config("quick", real_data={"mdqa": str(train)}, real_eval={"mdqa": str(test)})
     stages = build_study(config, tmp_path / "run").stages
-    assert stages["data/mdqa/real"].inputs["file"] == str(train)
+    assert stages["data/mdqa/real/seed0"].inputs["file"] == str(train)  # each fine-tune seed reads the file
     assert stages[f"data/mdqa/{EVAL}"].inputs["file"] == str(test)
     out = tmp_path / "stage"
     out.mkdir()

@@ -84,3 +84,31 @@ def test_knockout_on_two_processes_writes_what_one_process_writes(tmp_path):
     _launch(args + ["--out", str(tmp_path / "two")])
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert set(one) == {"config.json", "knockout.json"} and two == one
+
+
+@pytest.mark.slow
+def test_niah_on_two_processes_writes_what_one_process_writes(tmp_path):
+    args = ["niah", "--lengths", "128", "192", "--depths", "0.0", "1.0", "--needles", "2", "--max-new-tokens", "8",
+            "--batch-size", "3"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    _launch(args + ["--out", str(tmp_path / "two")])
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert {"niah.json", "niah_predictions.jsonl"} <= set(one) and two == one
+    assert len(one["niah_predictions.jsonl"].splitlines()) == 2 * 2 * 2
+
+
+@pytest.mark.slow
+def test_patch_on_two_processes_writes_what_one_process_writes(tmp_path):
+    # Target and source are the shipped model with one head knocked out by patching from itself: every head
+    # set's score must come out the same whatever process scored which example.
+    model = str(default_model_dir())
+    assert main(["detect", "--max-new-tokens", "8", "--out", str(tmp_path / "heads")]) == 0
+    data = tmp_path / "eval.jsonl"
+    assert main(["data", "make", "--task", "mdqa", "--n", "5", "--length", "200", "--out", str(data)]) == 0
+    heads = str(tmp_path / "heads")
+    args = ["patch", "--source", model, "--target", model, "--heads", heads, heads, "--data", str(data),
+            "--k", "2", "--max-new-tokens", "8", "--batch-size", "2"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    _launch(args + ["--out", str(tmp_path / "two")])
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert "patching.json" in one and two == one
