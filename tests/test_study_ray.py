@@ -14,7 +14,7 @@ import pytest
 from headlab.toy import default_model_dir
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.extended,
               pytest.mark.skipif(not (default_model_dir() / "config.json").is_file(), reason="no shipped model")]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_quick_study_on_ray_matches_the_sequential_run_also_after_a_killed_drive
                             stderr=subprocess.DEVNULL)
     # Kill the driver while fine-tunes run as Ray tasks (after one has started writing its run folder).
     deadline = time.time() + 600
-    while not list((killed / ".work").glob("models/mdqa/*/run/config.json")) and time.time() < deadline:
+    while not list((killed / ".work").glob("models/mdqa/*/seed*/run/config.json")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3)
     ray_processes = _descendants(proc.pid)
