@@ -112,3 +112,16 @@ def test_patch_on_two_processes_writes_what_one_process_writes(tmp_path):
     _launch(args + ["--out", str(tmp_path / "two")])
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert "patching.json" in one and two == one
+
+
+@pytest.mark.slow
+def test_lofit_eval_on_two_processes_writes_what_one_process_writes(tmp_path):
+    data = tmp_path / "completions.jsonl"
+    rows = [{"prompt": f"Question: What is {a} plus {b}?\nAnswer:", "completion": f" {a + b}"}
+            for a in range(3) for b in range(3)]  # 9 items: an odd split over two processes
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["lofit", "eval", "--data", str(data), "--max-new-tokens", "4"]
+    assert main(args + ["--out", str(tmp_path / "one.json")]) == 0
+    _launch(args + ["--out", str(tmp_path / "two.json")])
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["n"] == 9 and json.loads((tmp_path / "two.json").read_text()) == one
