@@ -87,3 +87,20 @@ def no_cache_greedy(model: nn.Module, prompt: list[int], max_new_tokens: int,
         out.append(t)
         ids.append(t)
     return out
+
+
+def check_uniform_knockout_all_positions(model: nn.Module, reference: nn.Module, heads: list[str], ids: torch.Tensor,
+                                        mask: torch.Tensor, pos: torch.Tensor, pad: int) -> None:
+    """Uniform knockout at every position equals the eager copy with those heads' queries zeroed (row 1 is
+    left-padded by `pad`), and it changes the logits."""
+    from headlab.interventions import knockout
+
+    with torch.no_grad():
+        base = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        with knockout(model, heads, mode="uniform", where="all"):
+            got = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        with zero_queries(reference, heads):
+            want = reference(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1, pad:], want[1, pad:], atol=1e-5, rtol=1e-5)
+    assert (got - base).abs().max() > 0.02 * base.abs().max()  # Cohere 2 scales its logits down 16x
