@@ -13,6 +13,7 @@ a no-op and accelerate's process state is never created.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -32,7 +33,25 @@ def _state():
 
     # A singleton: the process group is set up once, on first use. Without GPUs the processes talk over gloo
     # (accelerate picks a CPU backend only when asked for the CPU).
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    global _closing_registered
+    if not _closing_registered:
+        atexit.register(_close, state)
+        _closing_registered = True
+    return state
+
+
+_closing_registered = False
+
+
+def _close(state) -> None:
+    """At exit, wait for every process and take the process group down: a process that leaves with its gloo
+    threads still running can abort ("terminate called without an active exception") and fail the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        state.wait_for_everyone()
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:
