@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import build_model, build_tokenizer, padded_batch
+from tiny import attention_tuned, build_model, build_tokenizer, padded_batch
 
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate
@@ -16,18 +16,6 @@ ALL = [f"{layer}-{h}" for layer in range(3) for h in range(4)]
 def _logits(model, ids, mask, pos):
     with torch.no_grad():
         return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-
-
-def _attention_tuned(model, arch, seed=5):
-    """A copy whose attention inputs (q, k, v) differ: z differs, everything after z is shared."""
-    source = build_model(arch)
-    source.load_state_dict(model.state_dict())
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in source.named_parameters():
-            if any(k in name for k in ("q_proj", "k_proj", "v_proj", "c_attn")):
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
-    return source
 
 
 def _z_per_layer(model, run):
@@ -48,7 +36,7 @@ def _z_per_layer(model, run):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_patching_every_head_reproduces_the_source(arch):
     target = build_model(arch)
-    source = _attention_tuned(target, arch)
+    source = attention_tuned(target, arch)
     ids, mask, pos = padded_batch()
     want = _logits(source, ids, mask, pos)
     base = _logits(target, ids, mask, pos)
@@ -62,7 +50,7 @@ def test_patching_every_head_reproduces_the_source(arch):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_lockstep_generation_with_cache_follows_the_source(arch):
     target = build_model(arch)
-    source = _attention_tuned(target, arch)
+    source = attention_tuned(target, arch)
     tok = build_tokenizer()
     prompts = [[5, 9, 40, 33, 12, 7, 80], [11, 4, 60, 21]]
     want = greedy_generate(source, tok, prompts, max_new_tokens=8, batch_size=2, stop_at_newline=False)
@@ -119,7 +107,7 @@ def test_cross_input_patch_writes_the_other_inputs_z():
 
 def test_patch_composes_and_undoes_on_error():
     target = build_model("llama")
-    source = _attention_tuned(target, "llama")
+    source = attention_tuned(target, "llama")
     ids, mask, pos = padded_batch()
     base = _logits(target, ids, mask, pos)
     with patch_from_model(target, source, ALL[:6]), patch_from_model(target, source, ALL[6:]):

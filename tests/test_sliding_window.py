@@ -7,7 +7,7 @@ import pytest
 import torch
 from arch_reference import check_uniform_knockout_all_positions, no_cache_greedy, sliding_layers, zero_queries
 from test_detect import _Tok, echo_probes, reference_scores, token_probes
-from tiny import SLIDING, WINDOW, build_model, build_tokenizer, padded_batch, same_weights
+from tiny import SLIDING, WINDOW, attention_tuned, build_model, build_tokenizer, padded_batch, same_weights
 from transformers import StaticCache
 
 from headlab.data.probes import Probe
@@ -210,22 +210,11 @@ def test_z_hook_at_a_cached_step_reads_what_a_no_cache_forward_computes(arch):
         torch.testing.assert_close(seen[layer][:, 0], full[layer][:, -1], atol=1e-4, rtol=1e-4)  # two sdpa paths
 
 
-def _attention_tuned(model, arch, seed=5):
-    source = build_model(arch)
-    source.load_state_dict(model.state_dict())
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in source.named_parameters():
-            if any(k in name for k in ("q_proj", "k_proj", "v_proj", "qkv_proj")):
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
-    return source
-
-
 @pytest.mark.parametrize("arch", SLIDING)
 def test_lockstep_patching_with_sliding_caches_follows_the_source(arch):
     """Every head patched from a source: the target generates what the source generates without any cache."""
     target = build_model(arch)
-    source = _attention_tuned(target, arch)
+    source = attention_tuned(target, arch)
     ids, mask, _ = padded_batch(n=5 * WINDOW, pad=9)
     prompts = [ids[row, mask[row].bool()].tolist() for row in range(2)]
     tok = build_tokenizer()

@@ -140,3 +140,15 @@ def padded_batch(seed: int = 1, pad: int = 5, n: int = 24):
     mask = torch.ones_like(ids)
     mask[1, :pad] = 0
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def attention_tuned(model, arch: str, seed: int = 5):
+    """A copy whose attention inputs (q, k, v) differ: z differs, everything after z is shared."""
+    source = build_model(arch)
+    source.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in source.named_parameters():
+            if any(k in name for k in ("q_proj", "k_proj", "v_proj", "qkv_proj", "c_attn")):
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return source
