@@ -5,8 +5,7 @@ import random
 import statistics
 
 import pytest
-from test_patching import _attention_tuned
-from tiny import build_model, build_tokenizer
+from tiny import attention_tuned, build_model, build_tokenizer
 
 from headlab.cli import main
 from headlab.data.probes import Probe
@@ -87,7 +86,7 @@ def test_run_knockout_mean_mode_runs():
 
 def test_run_patching_all_heads_gives_the_source_answers():
     target = build_model("llama")
-    source, tok = _attention_tuned(target, "llama"), build_tokenizer()
+    source, tok = attention_tuned(target, "llama"), build_tokenizer()
     items = _matching_items(source, tok, _prompts())
     result = run_patching(source, target, tok, items, ALL, ALL[::-1], PatchConfig(k=12, seeds=1,
                                                                                   max_new_tokens=5, progress=False))
@@ -101,7 +100,7 @@ def test_run_patching_all_heads_gives_the_source_answers():
 
 def test_patching_curve_patches_the_top_k_and_random_k():
     target = build_model("llama")
-    source, tok = _attention_tuned(target, "llama"), build_tokenizer()
+    source, tok = attention_tuned(target, "llama"), build_tokenizer()
     items = _matching_items(source, tok, _prompts(3))
     result = run_patching(source, target, tok, items, ALL, ALL, PatchConfig(k=2, seeds=2, max_new_tokens=5,
                                                                            progress=False, curve=[0, 1, 2, 6]))
