@@ -113,6 +113,8 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gg
     name, gguf = split_gguf(name_or_path, gguf_file)
     tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code,
                                                                      **gguf), gguf=bool(gguf))
+    if gguf:
+        _gguf_special_tokens(tokenizer, name, gguf["gguf_file"])
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -169,6 +171,10 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
         model = _plain_model(model, attn_implementation)
     if not placement:
         model.to(process_device(device))  # under `accelerate launch`, cuda means this process's GPU
+    elif set((getattr(model, "hf_device_map", None) or {"": "disk"}).values()) == {"disk"}:
+        # Nothing left to compute on; transformers 5.0 even leaves such a model undispatched, on the meta device.
+        raise HeadlabError(f"{name}: the device map puts the whole model on disk; give the CPU or a GPU more "
+                           f"memory in --max-memory")
     model.eval()
     return model, tokenizer
 
@@ -206,6 +212,29 @@ def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[
     except ImportError:
         raise HeadlabError(f"{local}: reading GGUF needs the `gguf` package (pip install 'headlab[gguf]')") from None
     return name, {"gguf_file": str(gguf_file)}
+
+
+def _gguf_special_tokens(tokenizer, folder: str, gguf_file: str) -> None:
+    """BOS and EOS as the file names them, and BOS prepended exactly when it says so (`add_bos_token`; llama.cpp's
+    default for a byte-level BPE vocabulary is no). transformers before about 5.13 swaps the two and reads such a
+    vocabulary as a Llama tokenizer that always prepends BOS, which would shift every position."""
+    from gguf import GGUFReader
+
+    path = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(folder).expanduser() / gguf_file
+    if not path.is_file():  # a hub file: transformers' own reading stands
+        return
+    fields = GGUFReader(str(path)).fields
+    vocab = fields["tokenizer.ggml.tokens"].contents() if "tokenizer.ggml.tokens" in fields else []
+    for role in ("bos", "eos"):
+        key = f"tokenizer.ggml.{role}_token_id"
+        if key in fields and int(fields[key].contents()) < len(vocab):
+            setattr(tokenizer, f"{role}_token", vocab[int(fields[key].contents())])
+    if "tokenizer.ggml.add_bos_token" in fields:
+        add_bos = bool(fields["tokenizer.ggml.add_bos_token"].contents())
+    else:
+        add_bos = "tokenizer.ggml.model" in fields and fields["tokenizer.ggml.model"].contents() != "gpt2"
+    if getattr(tokenizer, "add_bos_token", add_bos) != add_bos:
+        tokenizer.add_bos_token = add_bos
 
 
 def _gguf_dequantized(gguf: dict) -> dict:
