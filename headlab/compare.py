@@ -18,8 +18,8 @@ SCORES_FILE = "retrieval_scores.json"
 
 @dataclass
 class CompareConfig:
-    threshold: float | None = 0.1
-    top_k: int | None = None
+    threshold: float | None = 0.1  # retrieval heads have mean score >= this
+    top_k: int | None = None  # take the top K heads instead of a threshold
 
 
 def read_means(path: str | Path) -> dict[str, float]:

@@ -25,12 +25,12 @@ from headlab.seam import HeadGeometry, Seam, cache_kwargs, input_device, max_pos
 @dataclass
 class DetectConfig:
     max_new_tokens: int = 50
-    batch_size: int = 1
+    batch_size: int = 8  # probes per batch (scores do not depend on it)
     keep_failed: bool = False  # count every probe, not only those whose generation succeeded
     success_recall: float = 0.5  # unigram recall of the needle in the response for a probe to count
     threshold: float = 0.1  # a retrieval head has mean score >= threshold ...
     top_k: int | None = None  # ... or is among the top K
-    allow_long_context: bool = False
+    allow_long_context: bool = False  # allow prompts longer than the model's max_position_embeddings
     progress: bool = True
 
 

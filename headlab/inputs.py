@@ -1,20 +1,18 @@
 """Input checks every command shares, applied once at the root instead of in each command.
 
-- `OneLineParser`: argparse whose usage errors are one line (`headlab: error: ...`) and exit status 2.
-- `harden(parser)`: walks every sub-command after the parser is built and attaches the checks below to its
-  options by name (`--batch-size` >= 1 wherever it appears, every float finite, `--device` available,
-  `--out` writable), so a new command gets them by naming its options like the others.
+- `number_check(type, name)`: the check the CLI floor (headlab/cli_floor.py) puts on every number option by its
+  name (`--batch-size` >= 1 wherever it appears, every float finite); with `check_device` and `check_out`, a new
+  command gets them by naming its fields like the others.
 - `read_text`: the one text reader; a file that is not UTF-8 is named with the offending byte.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from headlab.errors import HeadlabError
 
@@ -65,10 +63,6 @@ def check_out(path: str | Path, kind: str = "folder") -> Path:
     return path
 
 
-# Commands whose --out is one file; every other --out is a folder.
-FILE_OUTS = {"headlab data make", "headlab data convert", "headlab lofit eval"}
-
-
 # ---- numbers and devices --------------------------------------------------------------------------------
 
 
@@ -116,8 +110,9 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
 POSITIVE = {"lr", "epochs", "lora_alpha", "rope_theta", "beta", "tolerance"}  # > 0
 
 
-def _number_type(inner: Callable[[str], Any], dest: str) -> Callable[[str], Any]:
-    # Messages leave out the option: argparse puts "argument --batch-size: " in front.
+def number_check(inner: Callable[[str], Any], dest: str) -> Callable[[str], Any]:
+    """Text -> int/float, refused when not ASCII digits, not finite, or outside the bounds of option `dest`."""
+    # Messages leave out the option: the parser puts "argument --batch-size: " in front.
     def convert(text: str) -> Any:
         if not text.isascii():  # int() and float() accept any script's digits; a typo should not pass
             raise HeadlabError(f"must be written in ASCII digits (got {text!r})")
@@ -138,46 +133,3 @@ def _number_type(inner: Callable[[str], Any], dest: str) -> Callable[[str], Any]
         return value
 
     return convert
-
-
-def _out_type(kind: str) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        check_out(text, kind)
-        return text
-
-    return convert
-
-
-def harden(parser: argparse.ArgumentParser) -> None:
-    """Attach the shared checks to every option of `parser` and its sub-commands, by option name."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in dict.fromkeys(action.choices.values()):
-                harden(sub)
-            continue
-        if action.type in (int, float):
-            action.type = _number_type(action.type, action.dest)
-        elif action.dest == "device":
-            action.type = check_device
-        elif action.dest == "out":
-            action.type = _out_type("file" if parser.prog in FILE_OUTS else "folder")
-    if any(a.dest in ("model", "source", "target", "lora", "init") for a in parser._actions) and not any(
-            a.dest == "allow_pickle" for a in parser._actions):
-        parser.add_argument("--allow-pickle", action="store_true",
-                            help="load pickle weights (pytorch_model.bin, adapter_model.bin): they can run code; "
-                                 "only for files you trust")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as a HeadlabError (one line, exit status 2), the command and option named."""
-
-    def error(self, message: str) -> NoReturn:
-        # Raised, not printed: headlab.cli.main prints every HeadlabError the same way (one line, exit 2).
-        command = self.prog.removeprefix("headlab").strip()
-        raise HeadlabError(f"{command}: {message}" if command else message)
-
-    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
-        try:
-            return super()._get_value(action, arg_string)
-        except HeadlabError as e:
-            raise argparse.ArgumentError(action, str(e)) from None

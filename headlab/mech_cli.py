@@ -1,17 +1,41 @@
-"""`headlab knockout`, `headlab patch`, `headlab compare`: thin front-ends over knockout.py, patching.py and
-compare.py. Every input is checked before weights load; errors are HeadlabError (one line, exit 2)."""
+"""`headlab knockout`, `headlab patch`, `headlab compare` (and its alias `heads compare`): typed front-ends over
+knockout.py, patching.py and compare.py. Every input is checked before weights load; errors are HeadlabError."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from headlab.cli_floor import Command, Flag, opt
+from headlab.compare import CompareConfig
 from headlab.distributed import is_main
 from headlab.errors import HeadlabError
-from headlab.placement import add_placement_args, placement_args
-from headlab.toy import model_or_default
+from headlab.interventions import MODES, WHERE
+from headlab.knockout import KnockoutConfig
+from headlab.options import ModelOptions, Selection
+from headlab.patching import PatchConfig
 
 TOY_PROBES, TOY_CONTEXT = 24, 192  # as `headlab detect` with no arguments
+
+
+@dataclass(kw_only=True)
+class RunData:
+    """The items a knockout or patching run scores, and where it writes."""
+
+    data: str | None = opt(None, help="task-example JSONL, probe JSONL or needle-in-a-haystack spec "
+                                      "(default: toy needle-in-a-haystack probes)")
+    limit: int | None = None  # use only the first N data items
+    out: str | None = None  # output folder
+
+
+@dataclass(kw_only=True)
+class KnockoutData(RunData):
+    out: str = "runs/knockout"  # output folder
+
+
+@dataclass(kw_only=True)
+class PatchData(RunData):
+    out: str = "runs/patch"  # output folder
 
 
 def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
@@ -24,159 +48,153 @@ def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
     return scored_ranking(mean_scores(load_scores(file, geometry)))
 
 
-def _items(args: argparse.Namespace, tokenizer, model_path: str):
+def _items(run: RunData, seed: int, max_new_tokens: int, tokenizer, model_path: str, trust_remote_code: bool):
     from headlab.mech_eval import check_lengths, items_from_probes, load_eval_items
     from headlab.seam import load_model_config, max_positions
 
-    positions = max_positions(load_model_config(model_path, args.trust_remote_code))
-    if args.data:
-        items = load_eval_items(args.data, tokenizer, positions)
+    positions = max_positions(load_model_config(model_path, trust_remote_code))
+    if run.data:
+        items = load_eval_items(run.data, tokenizer, positions)
     else:
         from headlab.data.probes import text_probe
         from headlab.toy.probes import niah_probes
 
-        records = niah_probes(tokenizer, n=TOY_PROBES, context_tokens=TOY_CONTEXT, seed=args.seed)
+        records = niah_probes(tokenizer, n=TOY_PROBES, context_tokens=TOY_CONTEXT, seed=seed)
         items = items_from_probes([text_probe(tokenizer, r["context"], r["needle"], r["question"], r["answer"],
                                               f"toy-{i}") for i, r in enumerate(records)])
-    if args.limit is not None:
-        if args.limit < 1:
-            raise HeadlabError(f"--limit must be >= 1, got {args.limit}")
-        items = items[:args.limit]
-    check_lengths(items, positions, args.max_new_tokens)
+    if run.limit is not None:
+        items = items[:run.limit]
+    check_lengths(items, positions, max_new_tokens)
     return items
 
 
-def _knockout(args: argparse.Namespace) -> None:
-    from headlab.knockout import KnockoutConfig, run_knockout, write_knockout
+@dataclass(kw_only=True)
+class KnockoutHeads:
+    heads: str = opt(help="Retrieval_Head-format scores (or a `headlab detect` folder)")
+
+
+def _knockout(model: ModelOptions, heads: KnockoutHeads, config: KnockoutConfig, run: KnockoutData) -> None:
+    """score with the top-K heads knocked out vs random K heads
+
+    Task score with the top-K heads of a score file knocked out, against K random heads outside the top set
+    over several seeds, and a curve over K. Writes knockout.json, config.json, knockout_curve.png."""
+    from headlab.knockout import run_knockout, write_knockout
     from headlab.seam import head_geometry, load_model, load_model_config, load_tokenizer
 
-    model_path = model_or_default(args.model)
-    tokenizer = load_tokenizer(model_path, args.trust_remote_code)
-    ranking = _ranking(args.heads, model_path, args.trust_remote_code)
-    items = _items(args, tokenizer, model_path)
-    config = KnockoutConfig(k=args.k, mode=args.mode, where=args.where, seeds=args.seeds, seed=args.seed,
-                            curve=args.curve, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    config.check(head_geometry(load_model_config(model_path, args.trust_remote_code)), len(ranking))
-    model, tokenizer = load_model(model_path, args.device, args.dtype, args.attn, args.trust_remote_code,
-                                  **placement_args(args))
-    result = run_knockout(model, tokenizer, items, ranking, config)
+    model_path = model.path
+    tokenizer = load_tokenizer(model_path, model.trust_remote_code)
+    ranking = _ranking(heads.heads, model_path, model.trust_remote_code)
+    items = _items(run, config.seed, config.max_new_tokens, tokenizer, model_path, model.trust_remote_code)
+    config.check(head_geometry(load_model_config(model_path, model.trust_remote_code)), len(ranking))
+    loaded, tokenizer = load_model(model_path, model.device, model.dtype, model.attn, model.trust_remote_code,
+                                   **model.placement())
+    result = run_knockout(loaded, tokenizer, items, ranking, config)
     if not is_main():  # under `accelerate launch` the main process alone writes
         return
-    write_knockout(result, args.out, config, {"model": model_path, "heads": args.heads,
-                                              "data": args.data or "toy-niah", "dtype": args.dtype})
-    print(f"baseline {result['baseline']:.3f}  top-{args.k} knocked out {result['top']:.3f}  "
-          f"random {args.k} {result['random_mean']:.3f} ± {result['random_std']:.3f} ({args.seeds} seeds)")
-    print(f"wrote {Path(args.out) / 'knockout.json'}, config.json, knockout_curve.png")
+    write_knockout(result, run.out, config, {"model": model_path, "heads": heads.heads,
+                                             "data": run.data or "toy-niah", "dtype": model.dtype})
+    print(f"baseline {result['baseline']:.3f}  top-{config.k} knocked out {result['top']:.3f}  "
+          f"random {config.k} {result['random_mean']:.3f} ± {result['random_std']:.3f} ({config.seeds} seeds)")
+    print(f"wrote {Path(run.out) / 'knockout.json'}, config.json, knockout_curve.png")
 
 
-def _patch(args: argparse.Namespace) -> None:
-    from headlab.patching import PatchConfig, run_patching, write_patching
+@dataclass(kw_only=True)
+class PatchModels:
+    source: str = opt(help="source model folder or hub id")
+    target: str = opt(help="target model folder or hub id (same architecture)")
+    heads: tuple[str, str] = opt(metavar=("SOURCE_SCORES", "TARGET_SCORES"),
+                           help="head-score files of the source and of the target")
+
+
+def _patch(model: ModelOptions, models: PatchModels, config: PatchConfig, run: PatchData) -> None:
+    """cross-model activation patching in lockstep generation
+
+    The target generates while the source runs in lockstep on the same tokens; the target's z at the patched
+    heads is the source's. Head sets: intersection, complement (only the source's), source, random. Writes
+    patching.json, config.json, patching.png."""
+    from headlab.patching import run_patching, write_patching
     from headlab.seam import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(args.target, args.trust_remote_code)
-    if load_tokenizer(args.source, args.trust_remote_code).get_vocab() != tokenizer.get_vocab():
-        raise HeadlabError(f"{args.source}: its tokenizer differs from the target's; patching needs a shared one")
-    src_rank = _ranking(args.heads[0], args.source, args.trust_remote_code)
-    tgt_rank = _ranking(args.heads[1], args.target, args.trust_remote_code)
-    items = _items(args, tokenizer, args.target)
-    config = PatchConfig(k=args.k, seeds=args.seeds, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size)
-    if not 1 <= args.k <= min(len(src_rank), len(tgt_rank)):
-        raise HeadlabError(f"--k must be in [1, {min(len(src_rank), len(tgt_rank))}], got {args.k}")
-    source, _ = load_model(args.source, args.device, args.dtype, args.attn, args.trust_remote_code,
-                           **placement_args(args))
-    target, tokenizer = load_model(args.target, args.device, args.dtype, args.attn, args.trust_remote_code,
-                                   **placement_args(args))
+    trust = model.trust_remote_code
+    tokenizer = load_tokenizer(models.target, trust)
+    if load_tokenizer(models.source, trust).get_vocab() != tokenizer.get_vocab():
+        raise HeadlabError(f"{models.source}: its tokenizer differs from the target's; patching needs a shared one")
+    src_rank = _ranking(models.heads[0], models.source, trust)
+    tgt_rank = _ranking(models.heads[1], models.target, trust)
+    items = _items(run, config.seed, config.max_new_tokens, tokenizer, models.target, trust)
+    if not 1 <= config.k <= min(len(src_rank), len(tgt_rank)):
+        raise HeadlabError(f"--k must be in [1, {min(len(src_rank), len(tgt_rank))}], got {config.k}")
+    source, _ = load_model(models.source, model.device, model.dtype, model.attn, trust, **model.placement())
+    target, tokenizer = load_model(models.target, model.device, model.dtype, model.attn, trust, **model.placement())
     result = run_patching(source, target, tokenizer, items, src_rank, tgt_rank, config)
     if not is_main():
         return
-    write_patching(result, args.out, config, {"source": args.source, "target": args.target,
-                                              "heads": list(args.heads), "data": args.data or "toy-niah"})
+    write_patching(result, run.out, config, {"source": models.source, "target": models.target,
+                                             "heads": list(models.heads), "data": run.data or "toy-niah"})
     print(f"target {result['target']:.3f}  source {result['source']:.3f}")
     for name, v in result["sets"].items():
         print(f"  patched {name:>12} ({v['size']:>3} heads)  {v['mean']:.3f} ± {v['std']:.3f}")
-    print(f"wrote {Path(args.out) / 'patching.json'}, config.json, patching.png")
+    print(f"wrote {Path(run.out) / 'patching.json'}, config.json, patching.png")
 
 
-def _compare(args: argparse.Namespace) -> None:
-    from headlab.compare import CompareConfig, compare_head_files, write_compare
+@dataclass(kw_only=True)
+class CompareFiles:
+    files: list[str] = opt(positional=True, help="head-score files (or `headlab detect` folders)")
+    reference: str | None = opt(None, help="reference head scores R (e.g. the real-data model); "
+                                           "recall = |A∩R|/|R|")
+    scores: list[float] | None = opt(None, help="downstream score of each file's model, in order")
+    out: str | None = None  # output folder for compare.json (and recall_vs_score.png)
 
-    config = CompareConfig(threshold=args.threshold, top_k=args.top_k)
-    result = compare_head_files(args.files, args.reference, args.scores, config)
-    if args.out:
-        write_compare(result, args.out)
+
+def _compare(files: CompareFiles, config: CompareConfig) -> None:
+    """recall, Jaccard, cosine between head sets; Spearman with scores
+
+    Compare head-score files pairwise and against --reference; with --scores (one downstream score per file),
+    the Spearman correlation of recall and score across models."""
+    from headlab.compare import compare_head_files, write_compare
+
+    result = compare_head_files(files.files, files.reference, files.scores, config)
+    if files.out:
+        write_compare(result, files.out)
     for row in result["pairwise"]:
         print(f"{row['a']:>20} vs {row['r']:<20} recall {row['recall']:.3f}  jaccard {row['jaccard']:.3f}  "
-              f"cosine {row['cosine']:.3f}")
+              f"shared {row['intersection']}  cosine {row['cosine']:.3f}")
     for row in result.get("vs_reference", []):
         score = f"  score {row['score']:.3f}" if "score" in row else ""
         print(f"{row['label']:>20} vs reference  recall {row['recall']:.3f}  jaccard {row['jaccard']:.3f}  "
-              f"cosine {row['cosine']:.3f}{score}")
+              f"shared {row['intersection']}  cosine {row['cosine']:.3f}{score}")
     if "spearman" in result:
         sp = result["spearman"]
         text = "undefined (constant input)" if sp["rho"] is None else f"{sp['rho']:.3f} (p = {sp['p']:.3g})"
         print(f"Spearman(recall, score) over {sp['n']} models: {text}")
-    if args.out:
-        print(f"wrote {Path(args.out) / 'compare.json'}")
+    if files.out:
+        print(f"wrote {Path(files.out) / 'compare.json'}")
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="task-example JSONL, probe JSONL or needle-in-a-haystack spec "
-                                  "(default: toy needle-in-a-haystack probes)")
-    p.add_argument("--k", type=int, default=10, help="top-K heads")
-    p.add_argument("--seeds", type=int, default=5, help="random control sets (seed, seed+1, ...)")
-    p.add_argument("--seed", type=int, default=0, help="first seed of the random controls and toy probes")
-    p.add_argument("--limit", type=int, help="use only the first N data items")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--attn", default="sdpa", help="sdpa, eager or flash_attention_2")
-    p.add_argument("--trust-remote-code", action="store_true")
-    add_placement_args(p)
+@dataclass(kw_only=True)
+class HeadsPair:
+    a: str = opt(positional=True, help="head-score file A")
+    reference: str = opt(positional=True, help="reference head-score file R")
 
 
-def add_mech_commands(subparsers) -> None:
-    """Register `knockout`, `patch` and `compare` on the top-level `headlab` sub-parsers."""
-    from headlab.interventions import MODES, WHERE
+def _heads_compare(pair: HeadsPair, sel: Selection, config: CompareConfig) -> None:
+    """recall, Jaccard and cosine of head set A against reference R (`headlab compare A --reference R`)"""
+    _compare(CompareFiles(files=[pair.a], reference=pair.reference), config)
 
-    k = subparsers.add_parser("knockout", help="score with the top-K heads knocked out vs random K heads",
-                              description="Task score with the top-K heads of a score file knocked out, against "
-                                          "K random heads outside the top set over several seeds, and a curve "
-                                          "over K. Writes knockout.json, config.json, knockout_curve.png.")
-    k.add_argument("--model", help="local folder or hub id (default: the shipped tiny model)")
-    k.add_argument("--heads", required=True, help="Retrieval_Head-format scores (or a `headlab detect` folder)")
-    k.add_argument("--mode", default="uniform", choices=MODES,
-                   help="uniform: zero the query (uniform attention); zero: z=0; mean: z=its mean on the data")
-    k.add_argument("--where", default="decode", choices=WHERE,
-                   help="decode: positions that produce a generated token (the prompt's last one included); "
-                        "all: every position")
-    k.add_argument("--curve", type=int, nargs="+", help="K values of the curve (default 0, k/4, k/2, 3k/4, k)")
-    k.add_argument("--out", default="runs/knockout", help="output folder")
-    _add_run_options(k)
-    k.set_defaults(func=_knockout)
 
-    p = subparsers.add_parser("patch", help="cross-model activation patching in lockstep generation",
-                              description="The target generates while the source runs in lockstep on the same "
-                                          "tokens; the target's z at the patched heads is the source's. Head "
-                                          "sets: intersection, complement (only the source's), source, random. "
-                                          "Writes patching.json, config.json, patching.png.")
-    p.add_argument("--source", required=True, help="source model folder or hub id")
-    p.add_argument("--target", required=True, help="target model folder or hub id (same architecture)")
-    p.add_argument("--heads", required=True, nargs=2, metavar=("SOURCE_SCORES", "TARGET_SCORES"),
-                   help="head-score files of the source and of the target")
-    p.add_argument("--out", default="runs/patch", help="output folder")
-    _add_run_options(p)
-    p.set_defaults(func=_patch, seeds=3)
-
-    c = subparsers.add_parser("compare", help="recall, Jaccard, cosine between head sets; Spearman with scores",
-                              description="Compare head-score files pairwise and against --reference; with "
-                                          "--scores (one downstream score per file), the Spearman correlation "
-                                          "of recall and score across models.")
-    c.add_argument("files", nargs="+", help="head-score files (or `headlab detect` folders)")
-    c.add_argument("--reference", help="reference head scores R (e.g. the real-data model); recall = |A∩R|/|R|")
-    c.add_argument("--scores", type=float, nargs="+", help="downstream score of each file's model, in order")
-    c.add_argument("--threshold", type=float, default=0.1, help="retrieval heads have mean score >= this")
-    c.add_argument("--top-k", type=int, help="take the top K heads instead of a threshold")
-    c.add_argument("--out", help="output folder for compare.json (and recall_vs_score.png)")
-    c.set_defaults(func=_compare)
+def commands() -> list[Command]:
+    run_help = {"seeds": Flag(help="random control sets (seed, seed+1, ...)"),
+                "seed": Flag(help="first seed of the random controls and toy probes"),
+                "k": Flag(help="top-K heads")}
+    mode = Flag(choices=MODES, help="uniform: zero the query (uniform attention); zero: z=0; mean: z=its mean "
+                                    "on the data")
+    where = Flag(choices=WHERE, help="decode: positions that produce a generated token (the prompt's last one "
+                                     "included); all: every position")
+    patch_hide = ("model", "gguf_file", "progress", "curve", "sets")
+    return [
+        Command("knockout", _knockout, hide=("progress",), config_file=True, whole_output=True,
+                flags={**run_help, "mode": mode, "where": where}),
+        Command("patch", _patch, hide=patch_hide, config_file=True, whole_output=True, flags=run_help),
+        Command("compare", _compare, whole_output=True),
+        Command("heads compare", _heads_compare),
+    ]

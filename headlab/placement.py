@@ -11,7 +11,6 @@ the seam moves them (headlab/seam.py `input_device`, `Top1Recorder.pop`).
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import shutil
@@ -73,18 +72,3 @@ def big_model_kwargs(device_map: str | dict | None, max_memory: dict | None) -> 
         _offload_dir = tempfile.mkdtemp(prefix="headlab-offload-")
         atexit.register(shutil.rmtree, _offload_dir, True)
     return {"device_map": device_map, "max_memory": max_memory, "offload_folder": _offload_dir}
-
-
-def add_placement_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device-map", help="spread a model over several devices: auto, balanced, sequential, or a "
-                                        "JSON object / .json file {module: device}; replaces --device")
-    p.add_argument("--max-memory", help="memory per device for --device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB")
-
-
-def placement_args(args: argparse.Namespace) -> dict:
-    """`device_map` and `max_memory` for `load_model`, from the options `add_placement_args` added."""
-    device_map = parse_device_map(getattr(args, "device_map", None))
-    max_memory = parse_max_memory(getattr(args, "max_memory", None))
-    if max_memory and device_map is None:
-        raise HeadlabError("--max-memory needs --device-map (e.g. --device-map auto)")
-    return {"device_map": device_map, "max_memory": max_memory}

@@ -224,11 +224,12 @@ def test_allow_pickle_opts_in(env, tmp_path, capsys):
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
     import headlab.cli as cli
+    import headlab.heads
 
-    def interrupted(args):
+    def interrupted(*_, **__):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_heads_show", interrupted)
+    monkeypatch.setattr(headlab.heads, "load_scores", interrupted)  # Ctrl-C while `heads show` reads its file
     (tmp_path / "h.json").write_text(json.dumps({"0-0": [1.0]}))
     assert cli.main(["heads", "show", str(tmp_path / "h.json")]) == 130
     assert capsys.readouterr().err == "headlab: interrupted\n"

@@ -1,4 +1,4 @@
-"""`headlab lofit select|tune|merge|eval`: thin front-ends over the LoFiT library functions.
+"""`headlab lofit select|tune|merge|eval`: typed front-ends over the LoFiT library functions.
 
 Every input (data, head files, adapters) is read and checked before model weights are loaded, and results
 are written only at the end, atomically, next to a config.json.
@@ -6,11 +6,15 @@ are written only at the end, atomically, next to a config.json.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from headlab.cli_floor import Command, Flag, opt
 from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json, read_json
+from headlab.lofit.select import SelectConfig
+from headlab.lofit.train import TrainConfig
+from headlab.options import ModelOptions
 
 FORMATS = ("auto", "truthfulqa", "mquake", "clutrr")
 
@@ -50,26 +54,18 @@ def read_heads(path: str, geometry) -> list[str]:
     return heads
 
 
-def _model_path(args) -> str:
-    from headlab.toy import model_or_default
-
-    return model_or_default(args.model)
-
-
-def _train_config(args):
-    from headlab.lofit.train import TrainConfig
-
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, beta=args.beta, seed=args.seed)
-    cfg.check()
-    return cfg
+@dataclass(kw_only=True)
+class LofitData:
+    data: str = opt(help="JSONL of completions, preference pairs or task examples, or a dataset file with --format")
+    format: str = opt("auto", choices=FORMATS, help="published dataset format of --data")
+    limit: int | None = None  # use only the first N records
+    out: str | None = opt(None, required=True, help="output folder")
 
 
-def _load(args):
-    from headlab.placement import placement_args
+def _load(model: ModelOptions):
     from headlab.seam import load_model
 
-    model, tokenizer = load_model(_model_path(args), device=args.device, dtype=args.dtype, **placement_args(args))
-    return model, tokenizer
+    return load_model(model.path, device=model.device, dtype=model.dtype, **model.placement())
 
 
 def _geometry(model_path: str):
@@ -78,63 +74,78 @@ def _geometry(model_path: str):
     return head_geometry(load_model_config(model_path))
 
 
-def _select(args: argparse.Namespace) -> None:
-    from headlab.lofit.select import SelectConfig, select_heads
+def _select(model: ModelOptions, run: LofitData, config: SelectConfig) -> None:
+    """step 1: L1-penalised scales on every head; keep the top K
+
+    Learn a scale per head with an L1 penalty and keep the heads with the largest scale norms (default 3% of
+    heads)."""
+    from headlab.lofit.select import select_heads
     from headlab.seam import load_tokenizer
 
-    path = _model_path(args)
-    records = load_data(args.data, args.format, load_tokenizer(path), "train", args.limit)
-    config = SelectConfig(l1=args.l1, top_k=args.top_k, fraction=args.fraction, train=_train_config(args))
+    path = model.path
+    records = load_data(run.data, run.format, load_tokenizer(path), "train", run.limit)
     config.k(_geometry(path))  # check before loading weights
-    model, tokenizer = _load(args)
-    result = select_heads(model, tokenizer, records, config)
-    out = Path(args.out)
+    loaded, tokenizer = _load(model)
+    result = select_heads(loaded, tokenizer, records, config)
+    out = Path(run.out)
     result.adapter.info.update({"step": "select", "model": path})
     result.adapter.save(out / "scales.safetensors")
     atomic_write_json(out / "heads.json", {"heads": result.heads, "k": result.k, "n_nonzero": result.n_nonzero,
                                            "norms": result.norms, "losses": result.losses})
-    atomic_write_json(out / "config.json", {"command": "lofit select", "model": path, "data": args.data,
-                                            "format": args.format, "limit": args.limit, **config.to_dict()})
+    atomic_write_json(out / "config.json", {"command": "lofit select", "model": path, "data": run.data,
+                                            "format": run.format, "limit": run.limit, **config.to_dict()})
     print(result.message())
     for name in result.heads[:20]:
         print(f"  {name:>7}  {result.norms[name]:.4f}")
     print(f"wrote {out / 'heads.json'}, scales.safetensors, config.json")
 
 
-def _tune(args: argparse.Namespace) -> None:
+@dataclass(kw_only=True)
+class TuneOptions:
+    heads: str | None = None  # heads.json from `lofit select`, or a detection summary.json
+    method: str = opt("lofit", choices=("lofit", "random", "lora"))
+    scales: bool = False  # also learn scales on the heads (LoFiT uses offsets)
+    rank: int = 8  # LoRA rank
+
+
+def _tune(model: ModelOptions, run: LofitData, tune: TuneOptions, cfg: TrainConfig) -> None:
+    """step 2: offsets on the selected heads (or a baseline)
+
+    Train offsets on the heads of --heads (method lofit), on as many random heads outside them (random), or
+    LoRA on the attention (lora). Heads selected for another task give the transfer baseline."""
     from headlab.lofit.baselines import n_trainable, random_heads, train_lora
     from headlab.lofit.tune import tune_offsets
     from headlab.seam import load_tokenizer
 
-    path = _model_path(args)
-    records = load_data(args.data, args.format, load_tokenizer(path), "train", args.limit)
-    cfg = _train_config(args)
+    path = model.path
+    records = load_data(run.data, run.format, load_tokenizer(path), "train", run.limit)
+    cfg.check()
     geometry = _geometry(path)
     heads: list[str] = []
-    if args.method != "lora":
-        if not args.heads:
-            raise HeadlabError(f"--heads is required with --method {args.method}")
-        heads = read_heads(args.heads, geometry)
-        if args.method == "random":  # same K, drawn outside the selected set
-            heads = random_heads(geometry, len(heads), args.seed, exclude=heads)
-    model, tokenizer = _load(args)
-    out = Path(args.out)
-    if args.method == "lora":
-        peft_model, losses = train_lora(model, tokenizer, records, cfg, rank=args.rank)
+    if tune.method != "lora":
+        if not tune.heads:
+            raise HeadlabError(f"--heads is required with --method {tune.method}")
+        heads = read_heads(tune.heads, geometry)
+        if tune.method == "random":  # same K, drawn outside the selected set
+            heads = random_heads(geometry, len(heads), cfg.seed, exclude=heads)
+    loaded, tokenizer = _load(model)
+    out = Path(run.out)
+    if tune.method == "lora":
+        peft_model, losses = train_lora(loaded, tokenizer, records, cfg, rank=tune.rank)
         n_params = n_trainable(p for p in peft_model.parameters() if p.requires_grad)
         _save_lora(peft_model, out / "lora")
     else:
-        adapter, losses = tune_offsets(model, tokenizer, records, heads, cfg, scales=args.scales,
-                                       info={"step": "tune", "method": args.method, "model": path})
+        adapter, losses = tune_offsets(loaded, tokenizer, records, heads, cfg, scales=tune.scales,
+                                       info={"step": "tune", "method": tune.method, "model": path})
         n_params = adapter.n_params()
         adapter.save(out / "adapter.safetensors")
-    atomic_write_json(out / "train.json", {"method": args.method, "heads": heads, "n_trainable": n_params,
+    atomic_write_json(out / "train.json", {"method": tune.method, "heads": heads, "n_trainable": n_params,
                                            "losses": losses})
-    atomic_write_json(out / "config.json", {"command": "lofit tune", "model": path, "data": args.data,
-                                            "format": args.format, "method": args.method, "heads_file": args.heads,
-                                            "rank": args.rank, "scales": args.scales, "limit": args.limit,
+    atomic_write_json(out / "config.json", {"command": "lofit tune", "model": path, "data": run.data,
+                                            "format": run.format, "method": tune.method, "heads_file": tune.heads,
+                                            "rank": tune.rank, "scales": tune.scales, "limit": run.limit,
                                             **cfg.to_dict()})
-    print(f"{args.method}: {n_params:,} trainable parameters, loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {out}")
+    print(f"{tune.method}: {n_params:,} trainable parameters, loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {out}")
 
 
 def _save_lora(peft_model, folder: Path) -> None:
@@ -158,125 +169,91 @@ def _read_adapters(paths: list[str], model_path: str) -> list:
     return adapters
 
 
-def _merge(args: argparse.Namespace) -> None:
+@dataclass(kw_only=True)
+class MergeOptions:
+    adapter: list[str] = opt(repeat=True, help="adapter.safetensors (repeatable)")
+    out: str = opt(help="output checkpoint folder")
+    tolerance: float = 1e-4  # max |logit diff| merged vs hooked
+
+
+def _merge(model: ModelOptions, run: MergeOptions) -> None:
+    """fold adapters into the output projections; save a plain checkpoint"""
     import torch
 
     from headlab.lofit.merge import max_logit_difference, merge_into_model, save_merged
 
-    path = _model_path(args)
-    adapters = _read_adapters(args.adapter, path)
-    model, tokenizer = _load(args)
-    merged = merge_into_model(model, adapters)
-    vocab = min(model.config.get_text_config().vocab_size, len(tokenizer))
-    ids = torch.randint(0, vocab, (2, 32), generator=torch.Generator().manual_seed(0)).to(args.device)
-    diff = max_logit_difference(model, merged, adapters, ids)
-    if diff > args.tolerance:
-        raise HeadlabError(f"merge: merged and hooked logits differ by {diff:.2e} > {args.tolerance:.0e}; "
+    path = model.path
+    adapters = _read_adapters(run.adapter, path)
+    loaded, tokenizer = _load(model)
+    merged = merge_into_model(loaded, adapters)
+    vocab = min(loaded.config.get_text_config().vocab_size, len(tokenizer))
+    ids = torch.randint(0, vocab, (2, 32), generator=torch.Generator().manual_seed(0)).to(model.device)
+    diff = max_logit_difference(loaded, merged, adapters, ids)
+    if diff > run.tolerance:
+        raise HeadlabError(f"merge: merged and hooked logits differ by {diff:.2e} > {run.tolerance:.0e}; "
                            "nothing written")
-    save_merged(merged, tokenizer, args.out)
-    atomic_write_json(Path(args.out) / "lofit_merge.json", {"model": path, "adapters": args.adapter,
-                                                            "max_abs_logit_difference": diff})
+    save_merged(merged, tokenizer, run.out)
+    atomic_write_json(Path(run.out) / "lofit_merge.json", {"model": path, "adapters": run.adapter,
+                                                           "max_abs_logit_difference": diff})
     print(f"merged {len(adapters)} adapter(s) into {type(merged).__name__}; max |logit diff| {diff:.2e}; "
-          f"wrote {args.out}")
+          f"wrote {run.out}")
 
 
-def _eval(args: argparse.Namespace) -> None:
+@dataclass(kw_only=True)
+class EvalOptions:
+    adapter: list[str] | None = opt(None, repeat=True, help="adapter.safetensors to apply (repeatable)")
+    lora: str | None = None  # LoRA folder from `lofit tune --method lora`
+    max_new_tokens: int = 32
+
+
+def _eval(model: ModelOptions, run: LofitData, opts: EvalOptions) -> None:
+    """score a model with adapters (or LoRA) on completions or TruthfulQA MC"""
     from headlab.lofit.adapter import apply_adapters
     from headlab.lofit.datasets import MultipleChoice
     from headlab.lofit.evaluate import evaluate_completions, evaluate_multiple_choice
     from headlab.seam import load_tokenizer
 
-    path = _model_path(args)
-    records = load_data(args.data, args.format, load_tokenizer(path), "eval", args.limit)
-    adapters = _read_adapters(args.adapter or [], path)
-    if args.lora:
+    path = model.path
+    records = load_data(run.data, run.format, load_tokenizer(path), "eval", run.limit)
+    adapters = _read_adapters(opts.adapter or [], path)
+    if opts.lora:
         from headlab.model_check import check_model_folder
 
-        if not Path(args.lora).is_dir():
-            raise HeadlabError(f"{args.lora}: LoRA folder not found")
-        check_model_folder(Path(args.lora), weights=True)  # adapter_model.bin (pickle) refused
-    model, tokenizer = _load(args)
-    if args.lora:
+        if not Path(opts.lora).is_dir():
+            raise HeadlabError(f"{opts.lora}: LoRA folder not found")
+        check_model_folder(Path(opts.lora), weights=True)  # adapter_model.bin (pickle) refused
+    loaded, tokenizer = _load(model)
+    if opts.lora:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, args.lora).eval()
-    with apply_adapters(model, *adapters):
+        loaded = PeftModel.from_pretrained(loaded, opts.lora).eval()
+    with apply_adapters(loaded, *adapters):
         if isinstance(records[0], MultipleChoice):
-            result = evaluate_multiple_choice(model, tokenizer, records)
+            result = evaluate_multiple_choice(loaded, tokenizer, records)
         else:
-            result = evaluate_completions(model, tokenizer, records, args.max_new_tokens)
+            result = evaluate_completions(loaded, tokenizer, records, opts.max_new_tokens)
     from headlab.distributed import is_main
 
     if not is_main():  # under `accelerate launch` the main process alone writes
         return
-    result["config"] = {"command": "lofit eval", "model": path, "data": args.data, "format": args.format,
-                        "adapters": args.adapter or [], "lora": args.lora, "limit": args.limit}
-    if args.out:
-        atomic_write_json(args.out, result)
+    result["config"] = {"command": "lofit eval", "model": path, "data": run.data, "format": run.format,
+                        "adapters": opts.adapter or [], "lora": opts.lora, "limit": run.limit}
+    if run.out:
+        atomic_write_json(run.out, result)
     shown = {k: round(v, 4) for k, v in result.items() if k in ("score", "mc1", "mc2")}
-    print(f"{shown} on {result['n']} examples" + (f"; wrote {args.out}" if args.out else ""))
+    print(f"{shown} on {result['n']} examples" + (f"; wrote {run.out}" if run.out else ""))
 
 
-def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
-    p.add_argument("--model", help="local folder or hub id (default: the shipped tiny model)")
-    p.add_argument("--data", required=True, help="JSONL of completions, preference pairs or task examples, "
-                                                 "or a dataset file with --format")
-    p.add_argument("--format", choices=FORMATS, default="auto", help="published dataset format of --data")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N records")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    if not training:
-        from headlab.placement import add_placement_args
-
-        add_placement_args(p)
-    if training:
-        p.add_argument("--epochs", type=int, default=3)
-        p.add_argument("--lr", type=float, default=5e-3)
-        p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--beta", type=float, default=0.1, help="DPO temperature (preference data)")
-        p.add_argument("--seed", type=int, default=0)
-
-
-def add_lofit_commands(subparsers) -> None:
-    """Register `lofit select|tune|merge|eval` on the top-level `headlab` sub-parsers."""
-    lofit = subparsers.add_parser("lofit", help="LoFiT: select heads, tune offsets, merge, evaluate")
-    sub = lofit.add_subparsers(dest="lofit_command", required=True)
-
-    s = sub.add_parser("select", help="step 1: L1-penalised scales on every head; keep the top K",
-                       description="Learn a scale per head with an L1 penalty and keep the heads with the "
-                                   "largest scale norms (default 3%% of heads).")
-    _common(s)
-    s.add_argument("--out", required=True, help="output folder (heads.json, scales.safetensors)")
-    s.add_argument("--l1", type=float, default=1e-3, help="L1 strength lambda")
-    s.add_argument("--top-k", type=int, default=None, help="keep this many heads")
-    s.add_argument("--fraction", type=float, default=0.03, help="keep this fraction of heads (without --top-k)")
-    s.set_defaults(func=_select)
-
-    t = sub.add_parser("tune", help="step 2: offsets on the selected heads (or a baseline)",
-                       description="Train offsets on the heads of --heads (method lofit), on as many random "
-                                   "heads outside them (random), or LoRA on the attention (lora). Heads "
-                                   "selected for another task give the transfer baseline.")
-    _common(t)
-    t.add_argument("--out", required=True, help="output folder (adapter.safetensors or lora/)")
-    t.add_argument("--heads", help="heads.json from `lofit select`, or a detection summary.json")
-    t.add_argument("--method", choices=["lofit", "random", "lora"], default="lofit")
-    t.add_argument("--scales", action="store_true", help="also learn scales on the heads (LoFiT uses offsets)")
-    t.add_argument("--rank", type=int, default=8, help="LoRA rank")
-    t.set_defaults(func=_tune)
-
-    m = sub.add_parser("merge", help="fold adapters into the output projections; save a plain checkpoint")
-    m.add_argument("--model", help="local folder or hub id (default: the shipped tiny model)")
-    m.add_argument("--adapter", action="append", required=True, help="adapter.safetensors (repeatable)")
-    m.add_argument("--out", required=True, help="output checkpoint folder")
-    m.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| merged vs hooked")
-    m.add_argument("--device", default="cpu")
-    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    m.set_defaults(func=_merge)
-
-    e = sub.add_parser("eval", help="score a model with adapters (or LoRA) on completions or TruthfulQA MC")
-    _common(e, training=False)
-    e.add_argument("--adapter", action="append", help="adapter.safetensors to apply (repeatable)")
-    e.add_argument("--lora", help="LoRA folder from `lofit tune --method lora`")
-    e.add_argument("--out", help="write the scores here (JSON)")
-    e.add_argument("--max-new-tokens", type=int, default=32)
-    e.set_defaults(func=_eval)
+def commands() -> list[Command]:
+    # select, tune and merge load a plain model on one device; eval may spread it (--device-map).
+    plain = ("attn", "trust_remote_code", "device_map", "max_memory")
+    select = {"l1": Flag(help="L1 strength lambda"), "top_k": Flag(help="keep this many heads"),
+              "fraction": Flag(help="keep this fraction of heads (without --top-k)")}
+    return [
+        Command("lofit select", _select, flags=select, hide=plain + ("init_std",), config_file=True,
+                whole_output=True),
+        Command("lofit tune", _tune, hide=plain, config_file=True, whole_output=True),
+        Command("lofit merge", _merge, hide=plain, config_file=True),
+        Command("lofit eval", _eval, flags={"out": Flag(help="write the scores here (JSON)")},
+                hide=("attn", "trust_remote_code"), config_file=True, out="file"),
+    ]

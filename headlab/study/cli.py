@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from headlab.cli_floor import Command, Flag, given, opt
+from headlab.options import ModelOptions
 
-def _study(args: argparse.Namespace) -> None:
+
+@dataclass(kw_only=True)
+class StudyOptions:
+    config: str | None = None  # YAML or JSON study settings (see README); overrides the preset
+    preset: str = opt("default", help="default (MDQA and multi-hop, ~15 min on 2 CPU cores), quick (one task, "
+                                      "CI) or full (~1 h)")
+    out: str = "runs/study"  # run folder
+    seed: int | None = None  # the study's seed (default: the preset's)
+    no_progress: bool = False  # no progress bars
+    executor: str = opt("sequential", choices=("sequential", "ray"),
+                        help="sequential: one stage after another in this process; ray: every stage whose inputs "
+                             "are done runs at once as a Ray task (a GPU each for model stages when there are GPUs)")
+    address: str | None = opt(None, help="with --executor ray: the cluster to join (auto, or ray://host:port); "
+                                         "default: start a local Ray instance")
+    num_cpus: int | None = None  # with --executor ray and no --address: CPUs of the local instance
+    cpus_per_stage: int = 1  # with --executor ray: CPUs each stage reserves
+
+
+def _study(model: ModelOptions, opts: StudyOptions) -> None:
+    """the paper's pipeline end to end (resumable), with an HTML report
+
+    Data -> fine-tune each variant -> evaluate -> task retrieval heads -> compare -> knockout -> patching ->
+    report. Re-running skips finished stages; a changed setting recomputes its stage and what depends on it."""
     from headlab.distributed import launched
     from headlab.errors import HeadlabError
     from headlab.study.config import build_config
@@ -14,22 +38,23 @@ def _study(args: argparse.Namespace) -> None:
 
     if launched():  # every process would run the whole study into the same folder
         raise HeadlabError("study: run it without accelerate launch/torchrun; --executor ray uses several GPUs")
-    if args.executor != "ray" and (args.address or args.num_cpus):
+    if opts.executor != "ray" and (opts.address or opts.num_cpus):
         raise HeadlabError("study: --address and --num-cpus need --executor ray")
-    config = build_config(args.preset, args.config, device=args.device, dtype=args.dtype, base_model=args.model,
-                          seed=args.seed)
+    # --device and --dtype override the preset or config file only when given.
+    chosen = {name: getattr(model, name) if name in given(model) else None for name in ("device", "dtype")}
+    config = build_config(opts.preset, opts.config, base_model=model.model, seed=opts.seed, **chosen)
     executor = None
-    if args.executor == "ray":
+    if opts.executor == "ray":
         from headlab.study.executor import RayExecutor
 
         # Model stages reserve a GPU only when they will use one.
-        executor = RayExecutor(args.address, args.num_cpus, args.cpus_per_stage,
+        executor = RayExecutor(opts.address, opts.num_cpus, opts.cpus_per_stage,
                                use_gpus=str(config.device).startswith("cuda"))
-    _check_against_model(config, args.config or "study config")
-    status = build_study(config, args.out).run(progress=not args.no_progress, executor=executor)
+    _check_against_model(config, opts.config or "study config")
+    status = build_study(config, opts.out).run(progress=not opts.no_progress, executor=executor)
     done = sum(1 for v in status.values() if v != "skipped")
-    print(f"study: {done} stages run, {len(status) - done} already done; report: {Path(args.out) / 'report'}")
-    findings = Path(args.out) / "report" / "findings.md"
+    print(f"study: {done} stages run, {len(status) - done} already done; report: {Path(opts.out) / 'report'}")
+    findings = Path(opts.out) / "report" / "findings.md"
     if findings.is_file():
         print(findings.read_text(encoding="utf-8"), end="")
 
@@ -49,26 +74,9 @@ def _check_against_model(config, source: str) -> None:
                   source, positions, "niah_lengths")
 
 
-def add_study_commands(subparsers) -> None:
-    s = subparsers.add_parser(
-        "study", help="the paper's pipeline end to end (resumable), with an HTML report",
-        description="Data -> fine-tune each variant -> evaluate -> task retrieval heads -> compare -> knockout "
-                    "-> patching -> report. Re-running skips finished stages; a changed setting recomputes "
-                    "its stage and what depends on it.")
-    s.add_argument("--config", help="YAML or JSON study settings (see README); overrides the preset")
-    s.add_argument("--preset", default="default",
-                   help="default (MDQA and multi-hop, ~15 min on 2 CPU cores), quick (one task, CI) or full (~1 h)")
-    s.add_argument("--out", default="runs/study", help="run folder")
-    s.add_argument("--model", help="base model (default: the shipped tiny model)")
-    s.add_argument("--device", default=None)
-    s.add_argument("--dtype", default=None)
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--executor", choices=["sequential", "ray"], default="sequential",
-                   help="sequential: one stage after another in this process; ray: every stage whose inputs "
-                        "are done runs at once as a Ray task (a GPU each for model stages when there are GPUs)")
-    s.add_argument("--address", help="with --executor ray: the cluster to join (auto, or ray://host:port); "
-                                     "default: start a local Ray instance")
-    s.add_argument("--num-cpus", type=int, help="with --executor ray and no --address: CPUs of the local instance")
-    s.add_argument("--cpus-per-stage", type=int, default=1, help="with --executor ray: CPUs each stage reserves")
-    s.set_defaults(func=_study)
+def commands() -> list[Command]:
+    placement = ("attn", "trust_remote_code", "device_map", "max_memory")
+    return [Command("study", _study, hide=placement, flags={
+        "model": Flag(help="base model (default: the shipped tiny model)"),
+        "device": Flag(help="device of the model stages (default: the preset's or --config's)"),
+        "dtype": Flag(help="dtype of the model stages (default: the preset's or --config's)")})]

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 from pathlib import Path
@@ -18,7 +17,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.io import atomic_write_json, read_json
-from headlab.toy import default_model_dir
 from headlab.toy.corpus import document
 from headlab.toy.probes import niah_probes
 from headlab.toy.world import World
@@ -94,22 +92,21 @@ def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
     return quality
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m headlab.toy.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(default_model_dir()), help="checkpoint folder")
-    p.add_argument("--lengths", type=int, nargs="+", default=[192, 256, 512, 1024], help="prompt tokens")
-    p.add_argument("--n", type=int, default=40, help="probes per length")
-    p.add_argument("--write", action="store_true", help="add the figures to the folder's training.json")
-    args = p.parse_args(argv)
+def evaluate_and_record(model_dir: str | Path, lengths: list[int], n: int = 40, write: bool = False) -> dict:
+    """`evaluate`, seeded; with `write`, the figures go into the folder's training.json under "quality"."""
     torch.manual_seed(0)
-    quality = evaluate(args.model, args.lengths, args.n)
-    print(quality)
-    if args.write:
-        path = Path(args.model) / "training.json"
+    quality = evaluate(model_dir, lengths, n)
+    if write:
+        path = Path(model_dir) / "training.json"
         meta = read_json(path) if path.is_file() else {}
         meta["quality"] = quality
         atomic_write_json(path, meta)
+    return quality
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the same as `headlab toy evaluate ...`
+    import sys
+
+    from headlab.cli import main
+
+    sys.exit(main(["toy", "evaluate", *sys.argv[1:]]))

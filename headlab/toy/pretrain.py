@@ -7,7 +7,6 @@ Writes a Hugging Face folder (model.safetensors, config.json, tokenizer files) p
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import time
@@ -217,40 +216,9 @@ def save(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out: str | Path,
     atomic_write_json(out / "training.json", summary)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = PretrainConfig()
-    p.add_argument("--out", required=True, help="folder to write the checkpoint to")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for the world, tokenizer and model")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="rows of 256 tokens per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, cosine)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
-    p.add_argument("--max-filler", type=int, default=d.max_filler, help="most filler sentences per document")
-    p.add_argument("--pool-size", type=int, default=d.pool_size, help="names per kind in the world")
-    p.add_argument("--answer-weight", type=float, default=d.answer_weight,
-                   help="loss weight of answer tokens relative to the rest")
-    p.add_argument("--task-share", type=float, default=d.task_share,
-                   help="share of pretraining documents that are study-task prompts (0 to 1)")
-    p.add_argument("--init", default=None, help="continue training from this checkpoint folder")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: default)")
+if __name__ == "__main__":  # the same as `headlab toy pretrain ...`
+    import sys
 
+    from headlab.cli import main
 
-def run_from_args(args: argparse.Namespace) -> dict:
-    cfg = PretrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup=args.warmup, max_filler=args.max_filler, pool_size=args.pool_size,
-                         answer_weight=args.answer_weight, task_share=args.task_share,
-                         init=args.init, threads=args.threads)
-    _, _, summary = pretrain(cfg, args.out)
-    return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m headlab.toy.pretrain", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    summary = run_from_args(p.parse_args(argv))
-    print(f"trained {summary['n_params']:,} parameters on {summary['train_tokens']:,} tokens in "
-          f"{summary['train_seconds']}s; final loss {summary['loss_last10']}")
-
-
-if __name__ == "__main__":
-    main()
+    sys.exit(main(["toy", "pretrain", *sys.argv[1:]]))
