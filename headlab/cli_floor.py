@@ -70,7 +70,7 @@ class Command:
 
     path: str
     run: Callable[..., None]
-    flags: dict[str, Flag] = field(default_factory=dict)  # per-field settings replacing the dataclass's own
+    flags: dict[str, Flag] = field(default_factory=dict)  # per-field settings over the dataclass's own
     hide: tuple[str, ...] = ()          # fields of the parameters that this command does not offer
     config_file: bool = False           # accept --config FILE
     whole_output: bool = False          # --out is written whole (staged, then moved in): see headlab.cli
@@ -127,23 +127,30 @@ def _leaves(cls: type) -> list[tuple[dataclasses.Field, Any, type]]:
     return out
 
 
+def _merged(base: Flag, override: Flag | None) -> Flag:
+    """A command's settings for a field over the field's own: only the settings the command gives replace."""
+    if override is None:
+        return base
+    plain = Flag()
+    return dataclasses.replace(base, **{f.name: getattr(override, f.name) for f in dataclasses.fields(Flag)
+                                        if getattr(override, f.name) != getattr(plain, f.name)})
+
+
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not MISSING:
         return f.default
     return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
-def _json_object(flag: str) -> Callable[[str], dict]:
-    def convert(text: str) -> dict:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise HeadlabError(f"invalid JSON ({e.msg})") from None
-        if not isinstance(value, dict):
-            raise HeadlabError(f"expected a JSON object such as '{{\"key\": 1}}' for {flag}")
-        return value
-
-    return convert
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HeadlabError(f"invalid JSON ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise HeadlabError(f"expected a JSON object such as '{{\"rope_type\": \"linear\", \"factor\": 4}}' "
+                           f"(got {text!r})")
+    return value
 
 
 def _scalar(kind: Any, dest: str, command: Command) -> Callable[[str], Any] | None:
@@ -169,7 +176,7 @@ def _option(f: dataclasses.Field, hint: Any, flag: Flag, command: Command) -> _O
     elif origin is tuple:
         kind, nargs, convert = "tuple", len(args), _scalar(args[0], dest, command)
     elif hint is dict or origin is dict:
-        kind, nargs, convert = "json", None, _json_object(f"--{dest.replace('_', '-')}")
+        kind, nargs, convert = "json", None, _json_object
     else:
         kind, nargs, convert = "value", None, _scalar(hint, dest, command)
     names = [dest] if flag.positional else [flag.flag or f"--{dest.replace('_', '-')}", *flag.aliases]
@@ -236,7 +243,7 @@ def _add_command(sub: Any, name: str, command: Command) -> _Built:
                     raise TypeError(f"{command.path}: field {f.name!r} defaults to {defaults[f.name]!r} in one "
                                     f"parameter and {default!r} in {owner.__name__}")
                 continue
-            flag = command.flags.get(f.name) or f.metadata.get("cli") or Flag()
+            flag = _merged(f.metadata.get("cli") or Flag(), command.flags.get(f.name))
             if flag.hidden or f.name in command.hide:
                 continue
             option = _option(f, hint, flag, command)

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from headlab.data.bpe import train_byte_level_bpe
 from headlab.cli import run
+from headlab.data.bpe import train_byte_level_bpe
 from headlab.data.cli import load_tokenizer
 from headlab.data.example import load_examples
 from headlab.errors import HeadlabError

@@ -59,7 +59,7 @@ class LofitData:
     data: str = opt(help="JSONL of completions, preference pairs or task examples, or a dataset file with --format")
     format: str = opt("auto", choices=FORMATS, help="published dataset format of --data")
     limit: int | None = None  # use only the first N records
-    out: str | None = opt(None, required=True, help="output folder")
+    out: str | None = opt(None, help="output folder")
 
 
 def _load(model: ModelOptions):
@@ -247,12 +247,13 @@ def _eval(model: ModelOptions, run: LofitData, opts: EvalOptions) -> None:
 def commands() -> list[Command]:
     # select, tune and merge load a plain model on one device; eval may spread it (--device-map).
     plain = ("attn", "trust_remote_code", "device_map", "max_memory")
+    out = {"out": Flag(required=True)}
     select = {"l1": Flag(help="L1 strength lambda"), "top_k": Flag(help="keep this many heads"),
-              "fraction": Flag(help="keep this fraction of heads (without --top-k)")}
+              "fraction": Flag(help="keep this fraction of heads (without --top-k)"), **out}
     return [
         Command("lofit select", _select, flags=select, hide=plain + ("init_std",), config_file=True,
                 whole_output=True),
-        Command("lofit tune", _tune, hide=plain, config_file=True, whole_output=True),
+        Command("lofit tune", _tune, flags=out, hide=plain, config_file=True, whole_output=True),
         Command("lofit merge", _merge, hide=plain, config_file=True),
         Command("lofit eval", _eval, flags={"out": Flag(help="write the scores here (JSON)")},
                 hide=("attn", "trust_remote_code"), config_file=True, out="file"),
