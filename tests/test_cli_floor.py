@@ -158,4 +158,4 @@ def test_every_command_builds_and_model_options_are_the_shared_ones():
     for path in with_dtype:
         options = cli.built[path].options
         assert options["dtype"].flag.choices == ("float32", "bfloat16", "float16"), path
-        assert options["device"].convert is check_device, path
+        assert path == "finetune" or options["device"].convert is check_device, path  # finetune: the Trainer's
