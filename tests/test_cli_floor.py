@@ -159,3 +159,60 @@ def test_every_command_builds_and_model_options_are_the_shared_ones():
         options = cli.built[path].options
         assert options["dtype"].flag.choices == ("float32", "bfloat16", "float16"), path
         assert path == "finetune" or options["device"].convert is check_device, path  # finetune: the Trainer's
+
+
+# Every command and option of headlab before the CLI floor (0c976d0); each must still be accepted.
+OLD_FLAGS = {
+    "detect": ("--allow-long-context --allow-pickle --attn --batch-size --device --device-map --dtype "
+              "--gguf-file --keep-failed --max-memory --max-new-tokens --model --out --probes --seed "
+              "--show --threshold --top-k --trust-remote-code"),
+    "heads show": "--allow-pickle --gguf-file --model --show --threshold --top-k",
+    "heads import": "--allow-pickle --gguf-file --model --out --show --threshold --top-k",
+    "heads compare": "--show --threshold --top-k",
+    "data make": ("--depth --doc-sentences --haystack --length --llm-api-key-env --llm-cache --llm-model "
+              "--llm-url --max-support --n --needle --out --seed --split --task --tokenizer"),
+    "data convert": ("--docs --exact-docs --format --gold-position --heldout-fraction --limit --max-docs "
+              "--max-tokens --out --seed --split --task --tokenizer"),
+    "data show": "--full --n",
+    "toy pretrain": ("--allow-pickle --answer-weight --batch-size --init --lr --max-filler --out --pool-size "
+              "--seed --steps --task-share --threads --warmup"),
+    "toy evaluate": "--allow-pickle --gguf-file --lengths --model --n --write",
+    "lofit select": ("--allow-pickle --batch-size --beta --data --device --dtype --epochs --format --fraction "
+              "--gguf-file --l1 --limit --lr --model --out --seed --top-k"),
+    "lofit tune": ("--allow-pickle --batch-size --beta --data --device --dtype --epochs --format --gguf-file "
+              "--heads --limit --lr --method --model --out --rank --scales --seed"),
+    "lofit merge": "--adapter --allow-pickle --device --dtype --gguf-file --model --out --tolerance",
+    "lofit eval": ("--adapter --allow-pickle --data --device --device-map --dtype --format --gguf-file --limit "
+              "--lora --max-memory --max-new-tokens --model --out"),
+    "knockout": ("--allow-pickle --attn --batch-size --curve --data --device --device-map --dtype "
+              "--gguf-file --heads --k --limit --max-memory --max-new-tokens --mode --model --out --seed "
+              "--seeds --trust-remote-code --where"),
+    "patch": ("--allow-pickle --attn --batch-size --data --device --device-map --dtype --heads --k "
+              "--limit --max-memory --max-new-tokens --out --seed --seeds --source --target "
+              "--trust-remote-code"),
+    "compare": "--out --reference --scores --threshold --top-k",
+    "finetune": ("--allow-pickle --batch-size --context-length --data --dtype --epochs --gguf-file "
+              "--grad-accum --gradient-checkpointing --logging-steps --lora-alpha --lora-dropout "
+              "--lora-rank --loss-on --lr --merge --method --model --out --resume --rope-scaling "
+              "--rope-theta --save-steps --save-total-limit --seed --steps --target-modules "
+              "--trust-remote-code --warmup-steps --weight-decay"),
+    "evaluate": ("--allow-long-context --allow-pickle --batch-size --data --depth-bins --device --device-map "
+              "--dtype --gguf-file --max-memory --max-new-tokens --model --out --trust-remote-code"),
+    "niah": ("--allow-pickle --batch-size --depths --device --device-map --dtype --gguf-file --lengths "
+              "--max-memory --max-new-tokens --model --needles --out --seed --spec --trust-remote-code"),
+    "study": ("--address --allow-pickle --config --cpus-per-stage --device --dtype --executor --gguf-file "
+              "--model --no-progress --num-cpus --out --preset --seed"),
+    "cot run": ("--allow-pickle --batch-size --cache --category --cot-max-new-tokens --data --device "
+              "--direct-max-new-tokens --dtype --endpoint --gguf-file --limit --model --modes --out "
+              "--plan-max-new-tokens --resamples --seed --shots --threads"),
+    "cot report": "--resamples",
+}
+
+
+def test_every_old_command_and_option_is_still_accepted():
+    cli = Cli("headlab", "test", commands(), GROUPS)
+    assert set(cli.built) == set(OLD_FLAGS)
+    for path, flags in OLD_FLAGS.items():
+        accepted = cli.built[path].parser._option_string_actions
+        missing = [f for f in flags.split() if f not in accepted]
+        assert not missing, (path, missing)

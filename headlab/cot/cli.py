@@ -61,7 +61,7 @@ def commands() -> list[Command]:
         "cache": Flag(help="reply cache folder (default: OUT/cache); share it between runs"),
         "seed": Flag(help="seed of the subset and few-shot draws"),
     }
-    hide = ("gguf_file", "attn", "trust_remote_code", "device_map", "max_memory", "sandbox_cpu_seconds",
+    hide = ("attn", "trust_remote_code", "device_map", "max_memory", "sandbox_cpu_seconds",
             "sandbox_memory_mb")
     return [Command("cot run", _run, flags=flags, hide=hide, config_file=True),
             Command("cot report", _report)]

@@ -49,7 +49,7 @@ def commands() -> list[Command]:
                      "init": Flag(help="continue training from this checkpoint folder")}
     architecture = ("seq_len", "weight_decay", "vocab_size", "hidden_size", "n_layers", "n_heads", "n_kv_heads",
                     "intermediate_size")
-    only_model = tuple(f for f in MODEL_FIELDS if f not in ("model", "allow_pickle"))
+    only_model = tuple(f for f in MODEL_FIELDS if f not in ("model", "gguf_file", "allow_pickle"))
     return [
         Command("toy pretrain", _pretrain, flags=pretrain_help, hide=ONLY_PICKLE + architecture),
         Command("toy evaluate", _evaluate, flags={"model": Flag(help="checkpoint folder (default: the shipped "
