@@ -186,7 +186,8 @@ def _option(f: dataclasses.Field, hint: Any, flag: Flag, command: Command) -> _O
 def _help(option: _Option, f: dataclasses.Field, comment: str | None) -> str:
     text = option.flag.help or comment or ""
     default = _default(f)
-    if default not in (MISSING, None, False, [], ()) and "default" not in text and not option.flag.positional:
+    unset = default is MISSING or default is None or default is False or default in ([], ())
+    if not unset and "default" not in text and not option.flag.positional:
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         text = f"{text} (default: {shown})" if text else f"default: {shown}"
     if option.required and not option.flag.positional:
