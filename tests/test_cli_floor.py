@@ -152,7 +152,7 @@ def test_every_command_builds_and_model_options_are_the_shared_ones():
     from headlab.inputs import check_device
 
     cli = Cli("headlab", "test", commands(), GROUPS)
-    assert len(cli.built) == 22
+    assert len(cli.built) >= 22
     with_dtype = [path for path, built in cli.built.items() if "dtype" in built.options]
     assert len(with_dtype) == 12
     for path in with_dtype:
@@ -211,7 +211,7 @@ OLD_FLAGS = {
 
 def test_every_old_command_and_option_is_still_accepted():
     cli = Cli("headlab", "test", commands(), GROUPS)
-    assert set(cli.built) == set(OLD_FLAGS)
+    assert set(OLD_FLAGS) <= set(cli.built)
     for path, flags in OLD_FLAGS.items():
         accepted = cli.built[path].parser._option_string_actions
         missing = [f for f in flags.split() if f not in accepted]
