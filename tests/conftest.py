@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from tiny import build_model, build_tokenizer
@@ -5,6 +7,11 @@ from tiny import build_model, build_tokenizer
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning thread pools make
 # the suite many times slower (measured: 100 s -> 7 s for test_detect.py under load).
 torch.set_num_threads(1)
+
+# HEADLAB_TEST_DEVICE=cuda runs the suite's tiny models and tensors on a GPU (the parity tests: fast path against
+# the eager no-cache reference there too). Unset, everything stays on the CPU.
+if os.environ.get("HEADLAB_TEST_DEVICE"):
+    torch.set_default_device(os.environ["HEADLAB_TEST_DEVICE"])
 
 
 @pytest.fixture(scope="session")
