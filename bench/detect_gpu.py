@@ -61,12 +61,14 @@ def _detect(model, prompt: list[int], new_tokens: int) -> None:
 def _reference(model, prompt: list[int], new_tokens: int) -> None:
     lo, hi = len(prompt) // 2, len(prompt) // 2 + 64
     copies = torch.zeros(LLAMA_8B["num_hidden_layers"], LLAMA_8B["num_attention_heads"], dtype=torch.long)
+    needle = torch.tensor(prompt[lo:hi])
     out = model(torch.tensor([prompt], device="cuda"), use_cache=True, output_attentions=True)
     for _ in range(new_tokens):
         token = int(out.logits[0, -1].argmax())
         for layer, attn in enumerate(out.attentions):
             top = attn[0, :, -1].argmax(-1).cpu()
-            copies[layer] += ((top >= lo) & (top < hi) & (torch.tensor(prompt)[top] == token)).long()
+            inside = (top >= lo) & (top < hi)
+            copies[layer] += (inside & (needle[(top - lo).clamp(0, hi - lo - 1)] == token)).long()
         out = model(torch.tensor([[token]], device="cuda"), use_cache=True, **cache_kwargs(model, output_cache(out)),
                     output_attentions=True)
 
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--reference-up-to", type=int, default=16384)
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for one detect call")
     args = parser.parse_args()
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -113,22 +116,31 @@ def main() -> None:
           f"({weights:.1f} GB); {args.new_tokens} new tokens; best of {args.repeats}")
     print(f"{'ctx':>6} | {'gen s':>8} {'detect s':>8} {'ref s':>8} | {'gen GB':>8} {'det GB':>8} {'ref GB':>8} | "
           f"{'det/gen t':>9} {'det/gen m':>9} {'ref/det t':>9}")
+    results = {}
+    model.set_attn_implementation("sdpa")
     for length in args.lengths:
         prompt = _prompt(length)
-        model.set_attn_implementation("sdpa")
-        gen = measure(model, _generate, prompt, args.new_tokens, args.repeats)
-        det = measure(model, _detect, prompt, args.new_tokens, args.repeats)
+        results[length] = [measure(model, _generate, prompt, args.new_tokens, args.repeats),
+                           measure(model, _detect, prompt, args.new_tokens, args.repeats)]
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            _detect(model, _prompt(args.lengths[0]), args.new_tokens)
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+    # The reference last: switching a live model's attention implementation back and forth is not what is measured.
+    model.set_attn_implementation("eager")
+    for length in args.lengths:
         ref = None
         if length <= args.reference_up_to:
-            model.set_attn_implementation("eager")
-            ref = measure(model, _reference, prompt, args.new_tokens, 1)
+            ref = measure(model, _reference, _prompt(length), args.new_tokens, 1)
+        gen, det = results[length]
         ratios = ""
         if isinstance(gen, tuple) and isinstance(det, tuple):
             ratios = f"{det[0] / gen[0]:>9.2f} {det[1] / max(gen[1], 1e-9):>9.2f}"
             ratios += f" {ref[0] / det[0]:>9.2f}" if isinstance(ref, tuple) else f" {'':>9}"
         print(f"{length:>6} | {_cell(gen, 0)} {_cell(det, 0)} {_cell(ref, 0)} | {_cell(gen, 1)} {_cell(det, 1)} "
               f"{_cell(ref, 1)} | {ratios}", flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,10 @@ torch.set_num_threads(1)
 # HEADLAB_TEST_DEVICE=cuda runs the suite's tiny models and tensors on a GPU (the parity tests: fast path against
 # the eager no-cache reference there too). Unset, everything stays on the CPU.
 if os.environ.get("HEADLAB_TEST_DEVICE"):
-    torch.set_default_device(os.environ["HEADLAB_TEST_DEVICE"])
+    _device, _cpu_generator = os.environ["HEADLAB_TEST_DEVICE"], torch.Generator
+    torch.set_default_device(_device)
+    # Seeded draws must come from a generator on the same device (the numbers differ from the CPU's).
+    torch.Generator = lambda device=_device: _cpu_generator(device)
 
 
 @pytest.fixture(scope="session")
