@@ -33,7 +33,7 @@ def reference_scores(model, probe, max_new_tokens, stops):
     """DESIGN.md applied literally: full eager forward each step, output_attentions, loop over heads."""
     ids, response = list(probe.input_ids), []
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    copies = torch.zeros(n_layers, n_heads)
+    copies = torch.zeros(n_layers, n_heads, device="cpu")  # where detection returns its scores
     with torch.no_grad():
         for _ in range(max_new_tokens):
             out = model(torch.tensor([ids]), output_attentions=True)
