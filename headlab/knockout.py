@@ -12,10 +12,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
+from headlab.evaluate import EvalItem, prompt_batches, score_items
 from headlab.heads import head_name, parse_head
 from headlab.interventions import MODES, WHERE, head_means, knockout
 from headlab.io import atomic_write_json
-from headlab.mech_eval import EvalItem, prompt_batches, score_items
 from headlab.seam import HeadGeometry, Seam, input_device
 
 

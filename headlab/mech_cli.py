@@ -25,7 +25,7 @@ def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
 
 
 def _items(args: argparse.Namespace, tokenizer, model_path: str):
-    from headlab.mech_eval import check_lengths, items_from_probes, load_eval_items
+    from headlab.evaluate import check_lengths, items_from_probes, load_eval_items
     from headlab.seam import load_model_config, max_positions
 
     positions = max_positions(load_model_config(model_path, args.trust_remote_code))

@@ -17,10 +17,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
+from headlab.evaluate import EvalItem, score_items
 from headlab.interventions import patch_from_model
 from headlab.io import atomic_write_json
 from headlab.knockout import random_heads
-from headlab.mech_eval import EvalItem, score_items
 from headlab.seam import HeadGeometry, Seam
 
 SET_NAMES = ("intersection", "complement", "source", "random")

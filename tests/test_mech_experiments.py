@@ -10,10 +10,10 @@ from tiny import attention_tuned, build_model, build_tokenizer
 from headlab.cli import main
 from headlab.data.probes import Probe
 from headlab.errors import HeadlabError
+from headlab.evaluate import EvalItem, items_from_probes, load_eval_items, score_items
 from headlab.generate import greedy_generate
 from headlab.interventions import knockout
 from headlab.knockout import KnockoutConfig, random_heads, run_knockout
-from headlab.mech_eval import EvalItem, items_from_probes, load_eval_items, score_items
 from headlab.patching import PatchConfig, patch_head_sets, run_patching
 from headlab.seam import HeadGeometry
 

@@ -148,8 +148,8 @@ def test_retrieval_heads_exist_and_are_a_small_fraction(detection_2k):
 # ---- (d) knockout: the top 10 matter, 10 random heads do not -----------------------------------------------------
 
 def test_knocking_out_the_top_10_hurts_niah_far_more_than_10_random_heads(smol, probes_1k, ranking):
+    from headlab.evaluate import items_from_probes
     from headlab.knockout import KnockoutConfig, run_knockout
-    from headlab.mech_eval import items_from_probes
 
     model, tokenizer = smol
     config = KnockoutConfig(k=10, mode="uniform", where="decode", seeds=3, curve=[], max_new_tokens=24,

@@ -125,7 +125,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _eval_items(ctx: StageContext, data_stage: str, tokenizer, n: int = 0):
     """The first n examples of a data stage as scoring items (n = 0: all)."""
-    from headlab.mech_eval import items_from_examples
+    from headlab.evaluate import items_from_examples
 
     examples = load_examples(ctx.deps[data_stage] / "examples.jsonl")
     return items_from_examples(examples[:n] if n else examples, tokenizer)
