@@ -16,10 +16,9 @@ from headlab.toy import model_or_default
 
 def _detect(args: argparse.Namespace) -> None:
     from headlab.data.probes import check_context_length, load_probes
-    from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.detect import DetectConfig, detect_retrieval_heads, write_detection
     from headlab.distributed import is_main
     from headlab.placement import placement_args
-    from headlab.results import write_detection
     from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
     model_path = model_or_default(args.model)

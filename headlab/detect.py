@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 from headlab.data.probes import Probe, check_context_length
 from headlab.distributed import map_items
 from headlab.generate import left_pad, stop_ids
-from headlab.heads import head_name, mean_scores, select_heads
+from headlab.heads import head_name, mean_scores, score_matrix, select_heads
+from headlab.io import atomic_write_json
 from headlab.seam import HeadGeometry, Seam, cache_kwargs, input_device, max_positions, output_cache
 
 
@@ -180,3 +182,24 @@ def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokeni
         recall = unigram_recall(probe.needle_ids, response_ids)
     counted = config.keep_failed or recall >= config.success_recall
     return ProbeOutcome(probe.id, response_ids, response, recall, counted, scores)
+
+
+# --- the run folder -----------------------------------------------------------------------------------------
+
+SCORES_FILE = "retrieval_scores.json"
+SUMMARY_FILE = "summary.json"
+HEATMAP_FILE = "retrieval_heads.png"
+
+
+def write_detection(result: DetectionResult, out_dir: str | Path, extra_config: dict | None = None) -> dict:
+    """Write retrieval_scores.json, summary.json and the heatmap; return the summary."""
+    from headlab.plots import head_heatmap  # matplotlib only when a run folder is written
+
+    out_dir = Path(out_dir)
+    summary = result.summary()
+    if extra_config:
+        summary["config"].update(extra_config)
+    atomic_write_json(out_dir / SCORES_FILE, result.retrieval_scores())
+    head_heatmap(score_matrix(summary["mean_scores"], result.geometry), out_dir / HEATMAP_FILE)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    return summary

@@ -146,8 +146,7 @@ def run_eval(ctx: StageContext, config: StudyConfig) -> None:
 def run_heads(ctx: StageContext, config: StudyConfig) -> None:
     from headlab.data.metrics import task_score
     from headlab.data.task_prompts import task_probes
-    from headlab.detect import DetectConfig, detect_retrieval_heads
-    from headlab.results import write_detection
+    from headlab.detect import DetectConfig, detect_retrieval_heads, write_detection
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
