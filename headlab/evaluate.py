@@ -32,14 +32,12 @@ from tqdm import tqdm
 from headlab.data.example import TaskExample, load_examples
 from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
 from headlab.data.probes import Probe, load_probes
-from headlab.data.prompts import encode_prompt
-from headlab.data.task_prompts import render_task_prompt
+from headlab.data.training import prompt_ids
 from headlab.detect import unigram_recall, words
 from headlab.distributed import map_items
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate, left_pad
 from headlab.io import atomic_write_json, atomic_write_text, iter_jsonl
-from headlab.train_data import prompt_ids
 
 
 @dataclass
@@ -215,8 +213,7 @@ def items_from_probes(probes: list[Probe]) -> list[EvalItem]:
 
 
 def items_from_examples(examples: list[TaskExample], tokenizer) -> list[EvalItem]:
-    return [EvalItem(ex.id, encode_prompt(tokenizer, render_task_prompt(ex, tokenizer)), example=ex)
-            for ex in examples]
+    return [EvalItem(ex.id, prompt_ids(ex, tokenizer), example=ex) for ex in examples]
 
 
 def load_eval_items(path: str | Path, tokenizer, max_positions: int | None = None) -> list[EvalItem]:

@@ -197,7 +197,7 @@ def test_lofit_offsets_merged_into_the_real_model_give_the_hooked_logits(smol, r
 def test_task_data_is_sized_with_the_real_tokenizer(smol, task):
     from headlab.data.task_prompts import task_probes
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.train_data import prompt_ids
+    from headlab.data.training import prompt_ids
 
     _, tokenizer = smol
     examples = generate_examples(GenConfig(task, "real", "diverse", n=3, length=1024), tokenizer)
