@@ -27,6 +27,7 @@ from headlab.data.example import TASKS, TaskExample
 from headlab.data.prompts import render_prompt
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_examples
+from headlab.data.world_niah import niah_records
 from headlab.io import atomic_write_json
 from headlab.lofit.adapter import apply_adapters
 from headlab.lofit.baselines import n_trainable, random_heads, train_lora
@@ -36,7 +37,6 @@ from headlab.lofit.select import SelectConfig, select_heads
 from headlab.lofit.train import TrainConfig, collate, encode_pair, supervised_loss
 from headlab.lofit.tune import tune_offsets
 from headlab.seam import Seam, load_model
-from headlab.toy.probes import niah_probes
 
 FACT_SHORT = "fact-short"  # toy fact QA with a short-answer target (fact_short_records)
 
@@ -64,7 +64,7 @@ def fact_short_records(tok, n: int, length: int, seed: int, realism: str, divers
     The shipped model was pretrained to answer a plain fact question with the whole fact sentence, so its
     weakness here is the answer's form, not finding the fact: the kind of shift LoFiT's offsets are for.
     """
-    probes = niah_probes(tok, n, length, seed, diversity=diversity, realism=realism)
+    probes = niah_records(tok, n, length, seed, diversity=diversity, realism=realism)
     return [Completion(render_prompt(tok, p["context"], p["question"]), [p["short_answer"]], "exact", id=str(i))
             for i, p in enumerate(probes)]
 

@@ -49,9 +49,9 @@ def _detect(args: argparse.Namespace) -> None:
 
 def _default_probes(tokenizer, seed: int):
     from headlab.data.probes import text_probe
-    from headlab.toy.probes import niah_probes
+    from headlab.data.world_niah import niah_records
 
-    records = niah_probes(tokenizer, n=DEFAULT_PROBES, context_tokens=DEFAULT_CONTEXT_TOKENS, seed=seed)
+    records = niah_records(tokenizer, n=DEFAULT_PROBES, context_tokens=DEFAULT_CONTEXT_TOKENS, seed=seed)
     return [text_probe(tokenizer, r["context"], r["needle"], r["question"], r.get("answer"), f"toy-{i}")
             for i, r in enumerate(records)]
 

@@ -33,9 +33,9 @@ def _items(args: argparse.Namespace, tokenizer, model_path: str):
         items = load_eval_items(args.data, tokenizer, positions)
     else:
         from headlab.data.probes import text_probe
-        from headlab.toy.probes import niah_probes
+        from headlab.data.world_niah import niah_records
 
-        records = niah_probes(tokenizer, n=TOY_PROBES, context_tokens=TOY_CONTEXT, seed=args.seed)
+        records = niah_records(tokenizer, n=TOY_PROBES, context_tokens=TOY_CONTEXT, seed=args.seed)
         items = items_from_probes([text_probe(tokenizer, r["context"], r["needle"], r["question"], r["answer"],
                                               f"toy-{i}") for i, r in enumerate(records)])
     if args.limit is not None:

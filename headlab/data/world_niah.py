@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 
 from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.data.world import World
 from headlab.errors import HeadlabError
-from headlab.toy.world import World
 
 
-def niah_probes(tokenizer, n: int, context_tokens: int, seed: int, diversity: str = "diverse",
+def niah_records(tokenizer, n: int, context_tokens: int, seed: int, diversity: str = "diverse",
                 realism: str = "real", split: str = "train") -> list[dict]:
     """`n` probes {context, needle, question, answer, short_answer, depth}; each rendered prompt is about
     `context_tokens` tokens.
