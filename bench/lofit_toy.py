@@ -28,9 +28,10 @@ from headlab.data.prompts import render_prompt
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.world_niah import niah_records
+from headlab.heads import random_heads
 from headlab.io import atomic_write_json
 from headlab.lofit.adapter import apply_adapters
-from headlab.lofit.baselines import n_trainable, random_heads, train_lora
+from headlab.lofit.baselines import n_trainable, train_lora
 from headlab.lofit.datasets import Completion
 from headlab.lofit.evaluate import evaluate_completions
 from headlab.lofit.select import SelectConfig, select_heads

@@ -3,7 +3,6 @@ set over several seeds, and a curve over K (DESIGN.md "Knockout")."""
 
 from __future__ import annotations
 
-import random
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
 from headlab.evaluate import EvalItem, prompt_batches, score_items
-from headlab.heads import head_name, parse_head
+from headlab.heads import random_heads
 from headlab.interventions import MODES, WHERE, head_means, knockout
 from headlab.io import atomic_write_json
 from headlab.seam import HeadGeometry, Seam, input_device
@@ -49,16 +48,6 @@ class KnockoutConfig:
             raise HeadlabError(f"knockout: field '{field}' must be in [0, {limit}] (ranked heads: {n_ranked}, "
                                f"total heads: {geometry.total_heads}), got {bad[0]}")
         return ks
-
-
-def random_heads(geometry: HeadGeometry, exclude: list[str], k: int, seed: int) -> list[str]:
-    """K heads drawn uniformly without replacement from those not in `exclude`; sorted by (layer, head)."""
-    excluded = set(exclude)
-    pool = [head_name(layer, h) for layer in range(geometry.n_layers) for h in range(geometry.n_heads)
-            if head_name(layer, h) not in excluded]
-    if k > len(pool):
-        raise HeadlabError(f"knockout: cannot draw {k} random heads from the {len(pool)} outside the tested set")
-    return sorted(random.Random(seed).sample(pool, k), key=parse_head)
 
 
 def _spread(values: list[float]) -> tuple[float, float]:
@@ -98,7 +87,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
             point["top"] = statistics.fmean(point["top_items"])
             bar.update(1)
             for s in range(config.seeds):
-                heads = random_heads(g, top, k, config.seed + s)
+                heads = random_heads(g, k, config.seed + s, exclude=top)
                 point["random_heads"].append(heads)
                 point["random_items"].append(evaluate(heads))
                 point["random"].append(statistics.fmean(point["random_items"][-1]))
