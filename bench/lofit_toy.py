@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from headlab.data.example import TASKS, TaskExample
-from headlab.data.prompts import render_prompt
+from headlab.data.prompts import pad_id_of, render_prompt
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.world_niah import niah_records
@@ -52,7 +52,7 @@ def answer_nll(model, tok, test: list[Completion], batch_size: int = 8) -> float
     total, count = 0.0, 0
     for i in range(0, len(test), batch_size):
         chunk = test[i: i + batch_size]
-        batch = collate([encode_pair(tok, r.prompt, r.completion) for r in chunk], tok.pad_token_id or 0, "cpu")
+        batch = collate([encode_pair(tok, r.prompt, r.completion) for r in chunk], pad_id_of(tok), "cpu")
         n = int(batch["target"][:, 1:].sum())
         total += float(supervised_loss(model, batch)) * n
         count += n

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
+from headlab.data.prompts import pad_id_of
 from headlab.distributed import map_items
 from headlab.generate import left_pad, stop_ids
 from headlab.heads import head_name, mean_scores, score_matrix, select_heads
@@ -148,7 +149,7 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     seam = Seam.attach(model)
     if not config.allow_long_context:
         check_context_length(probes, max_positions(model.config), config.max_new_tokens)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     stops = {kind: stop_ids(model, tokenizer, kind) for kind in {p.stops_at_newline for p in probes}}
     # Batch probes of similar length together; results are reported in the input order.
     def score(block: list[Probe]) -> list[ProbeOutcome]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
+from headlab.data.prompts import pad_id_of
 from headlab.errors import HeadlabError
 from headlab.evaluate import EvalItem, prompt_batches, score_items
 from headlab.heads import random_heads
@@ -64,8 +65,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
         raise HeadlabError("knockout: no data items")
     means = None
     if config.mode == "mean":  # reference set: the evaluation prompts themselves
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        means = head_means(model, prompt_batches(items, pad, config.batch_size, input_device(model)))
+        means = head_means(model, prompt_batches(items, pad_id_of(tokenizer), config.batch_size, input_device(model)))
 
     def evaluate(heads: list[str]) -> list[float]:
         """Per-item scores (input order): paired tests across conditions need them, not just the mean."""
