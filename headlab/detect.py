@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +36,10 @@ class DetectConfig:
     allow_long_context: bool = False
     progress: bool = True
 
+    def counts(self, recall: float) -> bool:
+        """Whether a probe whose response scored `recall` (or `success`) counts in the retrieval score."""
+        return self.keep_failed or recall >= self.success_recall
+
 
 @dataclass
 class ProbeOutcome:
@@ -52,6 +56,12 @@ class DetectionResult:
     geometry: HeadGeometry
     outcomes: list[ProbeOutcome]
     config: DetectConfig
+
+    def recounted(self, config: DetectConfig) -> DetectionResult:
+        """The same responses and scores counted under `config` (say with `keep_failed`), without decoding
+        again."""
+        return DetectionResult(self.geometry, [replace(o, counted=config.counts(o.recall)) for o in self.outcomes],
+                               config)
 
     def retrieval_scores(self) -> dict[str, list[float]]:
         """The Retrieval_Head format: {"L-H": [score per counted probe]}."""
@@ -181,8 +191,7 @@ def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokeni
         recall = unigram_recall(words(probe.needle), words(response))
     else:
         recall = unigram_recall(probe.needle_ids, response_ids)
-    counted = config.keep_failed or recall >= config.success_recall
-    return ProbeOutcome(probe.id, response_ids, response, recall, counted, scores)
+    return ProbeOutcome(probe.id, response_ids, response, recall, config.counts(recall), scores)
 
 
 # --- the run folder -----------------------------------------------------------------------------------------
