@@ -16,10 +16,10 @@ from headlab.toy import model_or_default
 
 def _detect(args: argparse.Namespace) -> None:
     from headlab.data.probes import check_context_length, load_probes
-    from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.data.world_niah import default_probes
+    from headlab.detect import DetectConfig, detect_retrieval_heads, write_detection
     from headlab.distributed import is_main
     from headlab.placement import placement_args
-    from headlab.results import write_detection
     from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
     model_path = model_or_default(args.model)
@@ -29,7 +29,7 @@ def _detect(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(model_path, args.trust_remote_code)
     positions = max_positions(load_model_config(model_path, args.trust_remote_code))
     probes = load_probes(args.probes, tokenizer, length_limit(positions, args.allow_long_context), positions) \
-        if args.probes else _default_probes(tokenizer, args.seed)
+        if args.probes else default_probes(tokenizer, args.seed)
     if not args.allow_long_context:
         check_context_length(probes, positions, args.max_new_tokens)
     model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
@@ -46,19 +46,6 @@ def _detect(args: argparse.Namespace) -> None:
     print(f"probes: {summary['probes_given']} given, {summary['probes_counted']} counted")
     _print_top(summary["mean_scores"], summary["retrieval_heads"], limit=args.show)
     print(f"wrote {Path(args.out) / 'retrieval_scores.json'}, summary.json, retrieval_heads.png")
-
-
-def _default_probes(tokenizer, seed: int):
-    from headlab.data.probes import text_probe
-    from headlab.toy.probes import niah_probes
-
-    records = niah_probes(tokenizer, n=DEFAULT_PROBES, context_tokens=DEFAULT_CONTEXT_TOKENS, seed=seed)
-    return [text_probe(tokenizer, r["context"], r["needle"], r["question"], r.get("answer"), f"toy-{i}")
-            for i, r in enumerate(records)]
-
-
-DEFAULT_PROBES = 24
-DEFAULT_CONTEXT_TOKENS = 192  # inside the shipped model's 256 positions with room for the answer
 
 
 def _print_top(means: dict[str, float], heads: list[str], limit: int) -> None:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
+from headlab.data.prompts import pad_id_of
 from headlab.distributed import map_items
 from headlab.generate import left_pad, stop_ids
-from headlab.heads import head_name, mean_scores, select_heads
+from headlab.heads import head_name, mean_scores, score_matrix, select_heads
+from headlab.io import atomic_write_json
 from headlab.seam import HeadGeometry, Seam, cache_kwargs, input_device, max_positions, output_cache
 
 
@@ -32,6 +35,10 @@ class DetectConfig:
     top_k: int | None = None  # ... or is among the top K
     allow_long_context: bool = False
     progress: bool = True
+
+    def counts(self, recall: float) -> bool:
+        """Whether a probe whose response scored `recall` (or `success`) counts in the retrieval score."""
+        return self.keep_failed or recall >= self.success_recall
 
 
 @dataclass
@@ -49,6 +56,12 @@ class DetectionResult:
     geometry: HeadGeometry
     outcomes: list[ProbeOutcome]
     config: DetectConfig
+
+    def recounted(self, config: DetectConfig) -> DetectionResult:
+        """The same responses and scores counted under `config` (say with `keep_failed`), without decoding
+        again."""
+        return DetectionResult(self.geometry, [replace(o, counted=config.counts(o.recall)) for o in self.outcomes],
+                               config)
 
     def retrieval_scores(self) -> dict[str, list[float]]:
         """The Retrieval_Head format: {"L-H": [score per counted probe]}."""
@@ -146,7 +159,7 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     seam = Seam.attach(model)
     if not config.allow_long_context:
         check_context_length(probes, max_positions(model.config), config.max_new_tokens)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     stops = {kind: stop_ids(model, tokenizer, kind) for kind in {p.stops_at_newline for p in probes}}
     # Batch probes of similar length together; results are reported in the input order.
     def score(block: list[Probe]) -> list[ProbeOutcome]:
@@ -178,5 +191,25 @@ def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokeni
         recall = unigram_recall(words(probe.needle), words(response))
     else:
         recall = unigram_recall(probe.needle_ids, response_ids)
-    counted = config.keep_failed or recall >= config.success_recall
-    return ProbeOutcome(probe.id, response_ids, response, recall, counted, scores)
+    return ProbeOutcome(probe.id, response_ids, response, recall, config.counts(recall), scores)
+
+
+# --- the run folder -----------------------------------------------------------------------------------------
+
+SCORES_FILE = "retrieval_scores.json"
+SUMMARY_FILE = "summary.json"
+HEATMAP_FILE = "retrieval_heads.png"
+
+
+def write_detection(result: DetectionResult, out_dir: str | Path, extra_config: dict | None = None) -> dict:
+    """Write retrieval_scores.json, summary.json and the heatmap; return the summary."""
+    from headlab.plots import head_heatmap  # matplotlib only when a run folder is written
+
+    out_dir = Path(out_dir)
+    summary = result.summary()
+    if extra_config:
+        summary["config"].update(extra_config)
+    atomic_write_json(out_dir / SCORES_FILE, result.retrieval_scores())
+    head_heatmap(score_matrix(summary["mean_scores"], result.geometry), out_dir / HEATMAP_FILE)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    return summary

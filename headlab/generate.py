@@ -12,6 +12,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from headlab.data.prompts import pad_id_of
 from headlab.errors import HeadlabError
 from headlab.seam import cache_kwargs, input_device, output_cache
 
@@ -84,7 +85,7 @@ def greedy_generate(model: nn.Module, tokenizer, prompts: list[list[int]], max_n
         if not p:
             raise HeadlabError(f"generation: prompt {i} is empty")
     stops = stop_ids(model, tokenizer, stop_at_newline)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     device = input_device(model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: dict[int, list[int]] = {}

@@ -11,8 +11,6 @@ from headlab.errors import HeadlabError
 from headlab.placement import add_placement_args, placement_args
 from headlab.toy import model_or_default
 
-TOY_PROBES, TOY_CONTEXT = 24, 192  # as `headlab detect` with no arguments
-
 
 def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
     from headlab.compare import SCORES_FILE
@@ -25,19 +23,16 @@ def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
 
 
 def _items(args: argparse.Namespace, tokenizer, model_path: str):
-    from headlab.mech_eval import check_lengths, items_from_probes, load_eval_items
+    from headlab.evaluate import check_lengths, items_from_probes, load_eval_items
     from headlab.seam import load_model_config, max_positions
 
     positions = max_positions(load_model_config(model_path, args.trust_remote_code))
     if args.data:
         items = load_eval_items(args.data, tokenizer, positions)
     else:
-        from headlab.data.probes import text_probe
-        from headlab.toy.probes import niah_probes
+        from headlab.data.world_niah import default_probes
 
-        records = niah_probes(tokenizer, n=TOY_PROBES, context_tokens=TOY_CONTEXT, seed=args.seed)
-        items = items_from_probes([text_probe(tokenizer, r["context"], r["needle"], r["question"], r["answer"],
-                                              f"toy-{i}") for i, r in enumerate(records)])
+        items = items_from_probes(default_probes(tokenizer, args.seed))
     if args.limit is not None:
         if args.limit < 1:
             raise HeadlabError(f"--limit must be >= 1, got {args.limit}")

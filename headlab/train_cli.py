@@ -46,11 +46,11 @@ def _finetune(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
+    from headlab.data.training import load_task_data
     from headlab.distributed import is_main
     from headlab.evaluate import EvalConfig, evaluate_examples, write_evaluation
     from headlab.finetune import load_trained
     from headlab.placement import placement_args
-    from headlab.train_data import load_task_data
 
     items = load_task_data(args.data)  # all of the data is validated before the model loads
     model_path = model_or_default(args.model)

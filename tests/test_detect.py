@@ -88,6 +88,11 @@ def test_success_filter_counts_only_recalled_needles():
     assert not any(o.counted for o in filtered.outcomes)
     assert all(v == [] for v in filtered.retrieval_scores().values())
     assert all(len(v) == 4 for v in kept.retrieval_scores().values())
+    # Asking a finished detection to count failed probes gives exactly what keep_failed gives from the start.
+    recounted = filtered.recounted(kept.config)
+    assert recounted.retrieval_scores() == kept.retrieval_scores()
+    assert recounted.summary() == kept.summary()
+    assert not any(o.counted for o in filtered.outcomes)  # the original result is left as it was
     # A one-token needle that the model does generate is recalled in full and counts.
     echo = echo_probes(model, n=2)
     seen = detect_retrieval_heads(model, _Tok(), echo, DetectConfig(max_new_tokens=8, keep_failed=True,

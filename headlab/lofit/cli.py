@@ -102,7 +102,8 @@ def _select(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from headlab.lofit.baselines import n_trainable, random_heads, train_lora
+    from headlab.heads import random_heads
+    from headlab.lofit.baselines import n_trainable, train_lora
     from headlab.lofit.tune import tune_offsets
     from headlab.seam import load_tokenizer
 

@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from headlab.data.metrics import exact_match, substring_match, task_score
-from headlab.data.prompts import encode_prompt
+from headlab.data.prompts import encode_prompt, pad_id_of
 from headlab.distributed import map_items
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
@@ -53,7 +53,7 @@ def choice_logprobs(model, tokenizer, item: MultipleChoice) -> torch.Tensor:
     """Summed log-probability of each choice after the prompt [n_choices]."""
     device = input_device(model)
     batch = collate([encode_pair(tokenizer, item.prompt, c) for c in item.choices],
-                    tokenizer.pad_token_id or 0, device)
+                    pad_id_of(tokenizer), device)
     return sequence_logprob(model, batch).cpu()
 
 

@@ -17,11 +17,11 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.data.world import World
+from headlab.data.world_niah import niah_records
 from headlab.io import atomic_write_json, read_json
 from headlab.toy import default_model_dir
 from headlab.toy.corpus import document
-from headlab.toy.probes import niah_probes
-from headlab.toy.world import World
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def answer(model, tok, context: str, question: str, max_new_tokens: int = 40) ->
 def niah_accuracy(model, tok, context_tokens: int, n: int = 40, seed: int = 777, split: str = "train",
                   diversity: str = "diverse") -> dict:
     """Share of probes answered with the needle sentence exactly, and with its short answer anywhere."""
-    probes = niah_probes(tok, n, context_tokens, seed, diversity=diversity, split=split)
+    probes = niah_records(tok, n, context_tokens, seed, diversity=diversity, split=split)
     exact = short = 0
     for p in tqdm(probes, desc=f"niah {context_tokens}", leave=False):
         got = answer(model, tok, p["context"], p["question"])
