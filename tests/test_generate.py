@@ -133,3 +133,20 @@ def test_bad_arguments():
         greedy_generate(model, tok, [[5]], batch_size=0)
     with pytest.raises(HeadlabError, match="prompt 1 is empty"):
         greedy_generate(model, tok, [[5], []])
+
+
+def test_answer_helpers_use_the_one_stop_rule():
+    from transformers import GenerationConfig
+
+    from headlab.lofit.evaluate import greedy_answer
+    from headlab.toy.evaluate import answer
+
+    tok = build_tokenizer()
+    newline = sorted(newline_token_ids(tok))[0]
+    words = tok("Mara was born", add_special_tokens=False)["input_ids"]
+    for ask in (lambda m: greedy_answer(m, tok, "Question: Where?\nAnswer:"),
+                lambda m: answer(m, tok, "Mara was born in Tovesk.", "Where was Mara born?")):
+        assert ask(_Scripted([*words, newline, 9])) == "Mara was born"
+        scripted = _Scripted([*words, 9, newline])
+        scripted.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, 9])  # the model's own EOS
+        assert ask(scripted) == "Mara was born"
