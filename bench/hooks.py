@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from headlab.generate import greedy_batch
+from headlab.generate import greedy_decode
 from headlab.interventions import head_means, knockout, patch_from_input
 from headlab.seam import Seam
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
 
     def generate():
-        greedy_batch(model, ids, mask, set(), args.new_tokens)
+        greedy_decode(model, ids, mask, [set()], args.new_tokens)
 
     forward(), generate()  # warm-up
     kinds = {"forward": forward, "generate": generate}

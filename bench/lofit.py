@@ -19,9 +19,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from headlab.heads import parse_head
+from headlab.heads import parse_head, random_heads
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
-from headlab.lofit.baselines import random_heads
 from headlab.lofit.merge import max_logit_difference, merge_into_model, save_merged
 from headlab.seam import Seam
 

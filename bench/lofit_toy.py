@@ -24,19 +24,20 @@ from pathlib import Path
 import torch
 
 from headlab.data.example import TASKS, TaskExample
-from headlab.data.prompts import render_prompt
+from headlab.data.prompts import pad_id_of, render_prompt
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_examples
+from headlab.data.world_niah import niah_records
+from headlab.heads import random_heads
 from headlab.io import atomic_write_json
 from headlab.lofit.adapter import apply_adapters
-from headlab.lofit.baselines import n_trainable, random_heads, train_lora
+from headlab.lofit.baselines import n_trainable, train_lora
 from headlab.lofit.datasets import Completion
 from headlab.lofit.evaluate import evaluate_completions
 from headlab.lofit.select import SelectConfig, select_heads
 from headlab.lofit.train import TrainConfig, collate, encode_pair, supervised_loss
 from headlab.lofit.tune import tune_offsets
 from headlab.seam import Seam, load_model
-from headlab.toy.probes import niah_probes
 
 FACT_SHORT = "fact-short"  # toy fact QA with a short-answer target (fact_short_records)
 
@@ -51,7 +52,7 @@ def answer_nll(model, tok, test: list[Completion], batch_size: int = 8) -> float
     total, count = 0.0, 0
     for i in range(0, len(test), batch_size):
         chunk = test[i: i + batch_size]
-        batch = collate([encode_pair(tok, r.prompt, r.completion) for r in chunk], tok.pad_token_id or 0, "cpu")
+        batch = collate([encode_pair(tok, r.prompt, r.completion) for r in chunk], pad_id_of(tok), "cpu")
         n = int(batch["target"][:, 1:].sum())
         total += float(supervised_loss(model, batch)) * n
         count += n
@@ -64,7 +65,7 @@ def fact_short_records(tok, n: int, length: int, seed: int, realism: str, divers
     The shipped model was pretrained to answer a plain fact question with the whole fact sentence, so its
     weakness here is the answer's form, not finding the fact: the kind of shift LoFiT's offsets are for.
     """
-    probes = niah_probes(tok, n, length, seed, diversity=diversity, realism=realism)
+    probes = niah_records(tok, n, length, seed, diversity=diversity, realism=realism)
     return [Completion(render_prompt(tok, p["context"], p["question"]), [p["short_answer"]], "exact", id=str(i))
             for i, p in enumerate(probes)]
 

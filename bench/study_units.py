@@ -37,10 +37,9 @@ def main() -> None:
     from headlab.data.task_prompts import task_probes
     from headlab.data.tasks import GenConfig, generate_examples
     from headlab.detect import DetectConfig, detect_retrieval_heads
-    from headlab.evaluate import EvalConfig, evaluate_examples
+    from headlab.evaluate import EvalConfig, evaluate_examples, items_from_examples, score_items
     from headlab.finetune import FinetuneConfig, finetune
     from headlab.interventions import patch_from_model
-    from headlab.mech_eval import items_from_examples, score_items
     from headlab.seam import load_model
     from headlab.toy import model_or_default
 

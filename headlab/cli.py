@@ -15,9 +15,6 @@ from headlab.errors import HeadlabError
 from headlab.options import ONLY_MODEL, ModelOptions, Selection
 from headlab.quiet import quiet_libraries
 
-DEFAULT_PROBES = 24
-DEFAULT_CONTEXT_TOKENS = 192  # inside the shipped model's 256 positions with room for the answer
-
 
 @dataclass(kw_only=True)
 class DetectRun:
@@ -34,9 +31,9 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
     the shipped tiny model and toy needle-in-a-haystack probes."""
     from headlab.data.niah import length_limit
     from headlab.data.probes import check_context_length, load_probes
-    from headlab.detect import detect_retrieval_heads
+    from headlab.data.world_niah import default_probes
+    from headlab.detect import detect_retrieval_heads, write_detection
     from headlab.distributed import is_main
-    from headlab.results import write_detection
     from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
     model_path = model.path
@@ -44,7 +41,7 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
     tokenizer = load_tokenizer(model_path, model.trust_remote_code)
     positions = max_positions(load_model_config(model_path, model.trust_remote_code))
     probes = load_probes(run.probes, tokenizer, length_limit(positions, config.allow_long_context), positions) \
-        if run.probes else _default_probes(tokenizer, run.seed)
+        if run.probes else default_probes(tokenizer, run.seed)
     if not config.allow_long_context:
         check_context_length(probes, positions, config.max_new_tokens)
     loaded, tokenizer = load_model(model_path, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
@@ -57,15 +54,6 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
     print(f"probes: {summary['probes_given']} given, {summary['probes_counted']} counted")
     _print_top(summary["mean_scores"], summary["retrieval_heads"], limit=sel.show)
     print(f"wrote {Path(run.out) / 'retrieval_scores.json'}, summary.json, retrieval_heads.png")
-
-
-def _default_probes(tokenizer, seed: int):
-    from headlab.data.probes import text_probe
-    from headlab.toy.probes import niah_probes
-
-    records = niah_probes(tokenizer, n=DEFAULT_PROBES, context_tokens=DEFAULT_CONTEXT_TOKENS, seed=seed)
-    return [text_probe(tokenizer, r["context"], r["needle"], r["question"], r.get("answer"), f"toy-{i}")
-            for i, r in enumerate(records)]
 
 
 def _print_top(means: dict[str, float], heads: list[str], limit: int) -> None:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
+from headlab.data.prompts import pad_id_of
 from headlab.distributed import map_items
-from headlab.generate import left_pad, stop_ids
-from headlab.heads import head_name, mean_scores, select_heads
-from headlab.seam import HeadGeometry, Seam, cache_kwargs, input_device, max_positions, output_cache
+from headlab.generate import greedy_decode, left_pad, stop_ids
+from headlab.heads import head_name, mean_scores, score_matrix, select_heads
+from headlab.io import atomic_write_json
+from headlab.seam import HeadGeometry, Seam, input_device, max_positions
 
 
 @dataclass
@@ -32,6 +35,10 @@ class DetectConfig:
     top_k: int | None = None  # ... or is among the top K
     allow_long_context: bool = False  # allow prompts longer than the model's max_position_embeddings
     progress: bool = True
+
+    def counts(self, recall: float) -> bool:
+        """Whether a probe whose response scored `recall` (or `success`) counts in the retrieval score."""
+        return self.keep_failed or recall >= self.success_recall
 
 
 @dataclass
@@ -49,6 +56,12 @@ class DetectionResult:
     geometry: HeadGeometry
     outcomes: list[ProbeOutcome]
     config: DetectConfig
+
+    def recounted(self, config: DetectConfig) -> DetectionResult:
+        """The same responses and scores counted under `config` (say with `keep_failed`), without decoding
+        again."""
+        return DetectionResult(self.geometry, [replace(o, counted=config.counts(o.recall)) for o in self.outcomes],
+                               config)
 
     def retrieval_scores(self) -> dict[str, list[float]]:
         """The Retrieval_Head format: {"L-H": [score per counted probe]}."""
@@ -92,7 +105,8 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     """Greedy-decode a batch (left-padded) and count copies per head. Returns (response ids, copies) per probe.
 
     At every step the query is the last position: the top-1 key `i` of each head, in prompt coordinates,
-    copies when it lies in the needle and prompt_ids[i] is the token that step generates.
+    copies when it lies in the needle and prompt_ids[i] is the token that step generates. A probe's stop
+    token is scored and kept in its response (DESIGN.md "Retrieval score").
     """
     device = input_device(model)
     g = seam.geometry
@@ -102,32 +116,17 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
     # Positions of the left-padded sequence, the coordinates the seam reports top-1 keys in (every layer).
     needle_lo = torch.tensor([p.needle_start for p in probes], device=device) + pads
     needle_hi = torch.tensor([p.needle_end for p in probes], device=device) + pads
-
     copies = torch.zeros(len(probes), g.n_layers, g.n_heads, device=device)
-    active = torch.ones(len(probes), dtype=torch.bool, device=device)
-    responses: list[list[int]] = [[] for _ in probes]
-    positions = mask.cumsum(-1) - 1
-    step_ids, cache = input_ids, None
+
     with seam.capture_top1() as recorder:
-        for _ in range(max_new_tokens):
-            out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
-                        use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
-            cache = output_cache(out)
-            token = out.logits[:, -1].argmax(-1).to(device)  # (B,)
+        def count_copies(step: int, token: torch.Tensor, live: torch.Tensor) -> None:
             top1 = recorder.pop().to(device)  # (B, L, H), absolute positions (sliding-window layers mapped back)
             in_needle = (top1 >= needle_lo[:, None, None]) & (top1 < needle_hi[:, None, None])
             attended = input_ids.gather(1, top1.clamp(max=width - 1).flatten(1)).view_as(top1)
-            copies += (in_needle & (attended == token[:, None, None]) & active[:, None, None]).float()
-            for row in active.nonzero().flatten().tolist():
-                t = int(token[row])
-                responses[row].append(t)
-                if t in stop_sets[row]:
-                    active[row] = False
-            if not active.any():
-                break
-            step_ids = token[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
+            copies.add_((in_needle & (attended == token[:, None, None]) & live[:, None, None]).float())
+
+        responses = greedy_decode(model, input_ids, mask, stop_sets, max_new_tokens, on_step=count_copies,
+                                  keep_stop=True)
     spans = (needle_hi - needle_lo).float()
     return [(responses[row], (copies[row] / spans[row]).cpu()) for row in range(len(probes))]
 
@@ -146,7 +145,7 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     seam = Seam.attach(model)
     if not config.allow_long_context:
         check_context_length(probes, max_positions(model.config), config.max_new_tokens)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     stops = {kind: stop_ids(model, tokenizer, kind) for kind in {p.stops_at_newline for p in probes}}
     # Batch probes of similar length together; results are reported in the input order.
     def score(block: list[Probe]) -> list[ProbeOutcome]:
@@ -178,5 +177,25 @@ def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokeni
         recall = unigram_recall(words(probe.needle), words(response))
     else:
         recall = unigram_recall(probe.needle_ids, response_ids)
-    counted = config.keep_failed or recall >= config.success_recall
-    return ProbeOutcome(probe.id, response_ids, response, recall, counted, scores)
+    return ProbeOutcome(probe.id, response_ids, response, recall, config.counts(recall), scores)
+
+
+# --- the run folder -----------------------------------------------------------------------------------------
+
+SCORES_FILE = "retrieval_scores.json"
+SUMMARY_FILE = "summary.json"
+HEATMAP_FILE = "retrieval_heads.png"
+
+
+def write_detection(result: DetectionResult, out_dir: str | Path, extra_config: dict | None = None) -> dict:
+    """Write retrieval_scores.json, summary.json and the heatmap; return the summary."""
+    from headlab.plots import head_heatmap  # matplotlib only when a run folder is written
+
+    out_dir = Path(out_dir)
+    summary = result.summary()
+    if extra_config:
+        summary["config"].update(extra_config)
+    atomic_write_json(out_dir / SCORES_FILE, result.retrieval_scores())
+    head_heatmap(score_matrix(summary["mean_scores"], result.geometry), out_dir / HEATMAP_FILE)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    return summary

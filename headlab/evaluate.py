@@ -1,4 +1,6 @@
-"""Task evaluation: greedy answers to task prompts, scored with the data module's metrics.
+"""Evaluation: greedy answers scored against gold, for the `evaluate` command and under an intervention.
+
+Task evaluation (`evaluate_examples`): greedy answers to task prompts, scored with the data module's metrics.
 
     records, summary = evaluate_examples(model, tokenizer, examples, EvalConfig())
     write_evaluation(records, summary, "runs/eval", config)
@@ -6,6 +8,12 @@
 Each record holds the example id, the prediction, the gold answers and ids, and its scores. The summary has
 the mean headline score (`task_score`: substring match for QA, citation F1), by task, by the depth of the
 first gold document (its place in the document list, 0 = first, 1 = last) and by context length.
+
+Scoring under an intervention (`EvalItem`, `load_eval_items`, `score_items`; knockout and patching): one
+JSONL file holds either task examples (lines with a "task" field, scored by `task_score`) or probes (text or
+token probes, or a .json/.yaml needle-in-a-haystack spec). A probe scores 1 when the response recalls at
+least half of the needle's words (token ids for token probes), the success criterion of the retrieval score,
+else 0; the mean over probes is the needle-in-a-haystack accuracy.
 """
 
 from __future__ import annotations
@@ -17,15 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
 from tqdm import tqdm
 
-from headlab.data.example import TaskExample
+from headlab.data.example import TaskExample, load_examples
 from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
+from headlab.data.probes import Probe, load_probes
+from headlab.data.training import prompt_ids
+from headlab.detect import unigram_recall, words
 from headlab.distributed import map_items
 from headlab.errors import HeadlabError
-from headlab.generate import greedy_generate
-from headlab.io import atomic_write_json, atomic_write_text
-from headlab.train_data import prompt_ids
+from headlab.generate import greedy_generate, left_pad
+from headlab.io import atomic_write_json, atomic_write_text, iter_jsonl
 
 
 @dataclass
@@ -83,8 +95,8 @@ def score_prediction(example: TaskExample, prediction: str) -> dict[str, float]:
     return scores
 
 
-def _check_lengths(examples: Sequence[TaskExample], prompts: list[list[int]], model, config: EvalConfig,
-                   source: str) -> None:
+def _check_example_lengths(examples: Sequence[TaskExample], prompts: list[list[int]], model, config: EvalConfig,
+                           source: str) -> None:
     from headlab.seam import max_positions
 
     limit = max_positions(model.config)
@@ -105,7 +117,7 @@ def evaluate_examples(model, tokenizer, examples: Sequence[TaskExample], config:
     if not examples:
         raise HeadlabError(f"{source}: no examples")
     prompts = [prompt_ids(ex, tokenizer) for ex in examples]
-    _check_lengths(examples, prompts, model, config, source)
+    _check_example_lengths(examples, prompts, model, config, source)
     # Sharded across processes under `accelerate launch` (a no-op otherwise); outputs come back in order.
     outputs = map_items(lambda block: generate_with_progress(model, tokenizer, block, config.max_new_tokens,
                                                              config.batch_size, desc="evaluate"), prompts)
@@ -167,3 +179,90 @@ def write_evaluation(records: list[dict], summary: dict, out: str | Path, config
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "config.json", config)
     plot_breakdown(summary, out / "scores.png")
+
+
+# --- scoring under an intervention (knockout, patching) ----------------------------------------------
+
+SUCCESS_RECALL = 0.5
+
+
+@dataclass
+class EvalItem:
+    id: str
+    prompt_ids: list[int]
+    example: TaskExample | None = None
+    probe: Probe | None = None
+
+    @property
+    def stops_at_newline(self) -> bool:
+        return self.probe is None or self.probe.is_text
+
+    def score(self, response_ids: list[int], tokenizer) -> float:
+        text = tokenizer.decode(response_ids, skip_special_tokens=True)
+        if self.example is not None:
+            ex = self.example
+            return task_score(ex.task, text.strip(), ex.answers, ex.gold_doc_ids)
+        p = self.probe
+        recall = (unigram_recall(words(p.needle), words(text)) if p.is_text
+                  else unigram_recall(p.needle_ids, response_ids))
+        return float(recall >= SUCCESS_RECALL)
+
+
+def items_from_probes(probes: list[Probe]) -> list[EvalItem]:
+    return [EvalItem(p.id, p.input_ids, probe=p) for p in probes]
+
+
+def items_from_examples(examples: list[TaskExample], tokenizer) -> list[EvalItem]:
+    return [EvalItem(ex.id, prompt_ids(ex, tokenizer), example=ex) for ex in examples]
+
+
+def load_eval_items(path: str | Path, tokenizer, max_positions: int | None = None) -> list[EvalItem]:
+    """Task examples or probes from one file; the first record decides which. A needle-in-a-haystack spec
+    asking for prompts beyond `max_positions` is refused before its haystack is tokenized."""
+    path = Path(path)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        return items_from_probes(load_probes(path, tokenizer, max_positions, max_positions))
+    first = next(iter_jsonl(path), None)
+    if first is None:
+        raise HeadlabError(f"{path}: no records in file")
+    if "task" in first[1]:
+        return items_from_examples(load_examples(path), tokenizer)
+    return items_from_probes(load_probes(path, tokenizer))
+
+
+def check_lengths(items: list[EvalItem], max_positions: int | None, max_new_tokens: int) -> None:
+    if max_positions is None:
+        return
+    for it in items:
+        if len(it.prompt_ids) + max_new_tokens > max_positions:
+            raise HeadlabError(f"{it.id}: prompt of {len(it.prompt_ids)} tokens + {max_new_tokens} new tokens is "
+                               f"longer than the model's maximum of {max_positions} positions")
+
+
+def score_items(model: nn.Module, tokenizer, items: list[EvalItem], max_new_tokens: int,
+                batch_size: int) -> list[float]:
+    """Greedy-decode every item (under whatever intervention is active) and score it; input order.
+
+    Under `accelerate launch` each process scores its block of items and all get every score back.
+    """
+    return map_items(lambda block: _score_block(model, tokenizer, block, max_new_tokens, batch_size), items)
+
+
+def _score_block(model: nn.Module, tokenizer, items: list[EvalItem], max_new_tokens: int,
+                 batch_size: int) -> list[float]:
+    scores: list[float] = [0.0] * len(items)
+    for newline in (True, False):
+        idx = [i for i, it in enumerate(items) if it.stops_at_newline == newline]
+        if not idx:
+            continue
+        responses = greedy_generate(model, tokenizer, [items[i].prompt_ids for i in idx],
+                                    max_new_tokens=max_new_tokens, batch_size=batch_size, stop_at_newline=newline)
+        for i, r in zip(idx, responses, strict=True):
+            scores[i] = items[i].score(r, tokenizer)
+    return scores
+
+
+def prompt_batches(items: list[EvalItem], pad_id: int, batch_size: int, device: torch.device | str = "cpu"):
+    """Left-padded (input_ids, attention_mask) batches of the prompts: a reference set for `head_means`."""
+    for lo in range(0, len(items), batch_size):
+        yield left_pad([it.prompt_ids for it in items[lo:lo + batch_size]], pad_id, device)

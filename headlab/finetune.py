@@ -22,10 +22,10 @@ import torch
 from tqdm import tqdm
 from transformers import TrainerCallback
 
+from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
 from headlab.extension import apply_overrides, current_length, extension_overrides
 from headlab.io import atomic_write_json, file_sha256, read_json
-from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
 
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")

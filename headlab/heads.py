@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,17 @@ def score_matrix(means: dict[str, float], geometry: HeadGeometry | None = None) 
     for (layer, head), value in zip(heads, means.values(), strict=True):
         matrix[layer, head] = value
     return matrix
+
+
+def random_heads(geometry: HeadGeometry, k: int, seed: int = 0, exclude: Sequence[str] = ()) -> list[str]:
+    """K heads drawn uniformly without replacement from those not in `exclude`, sorted by (layer, head): the
+    control for a tested or selected set (knockout, patching, LoFiT). Same seed, same draw."""
+    excluded = set(exclude)
+    pool = [head_name(layer, h) for layer in range(geometry.n_layers) for h in range(geometry.n_heads)
+            if head_name(layer, h) not in excluded]
+    if not 1 <= k <= len(pool):
+        raise HeadlabError(f"random heads: cannot draw {k} of the {len(pool)} heads outside the tested set")
+    return sorted(random.Random(seed).sample(pool, k), key=parse_head)
 
 
 def overlap(a: list[str], r: list[str]) -> dict[str, float]:

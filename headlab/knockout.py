@@ -3,7 +3,6 @@ set over several seeds, and a curve over K (DESIGN.md "Knockout")."""
 
 from __future__ import annotations
 
-import random
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,11 +10,12 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
+from headlab.data.prompts import pad_id_of
 from headlab.errors import HeadlabError
-from headlab.heads import head_name, parse_head
+from headlab.evaluate import EvalItem, prompt_batches, score_items
+from headlab.heads import random_heads
 from headlab.interventions import MODES, WHERE, head_means, knockout
 from headlab.io import atomic_write_json
-from headlab.mech_eval import EvalItem, prompt_batches, score_items
 from headlab.seam import HeadGeometry, Seam, input_device
 
 
@@ -51,16 +51,6 @@ class KnockoutConfig:
         return ks
 
 
-def random_heads(geometry: HeadGeometry, exclude: list[str], k: int, seed: int) -> list[str]:
-    """K heads drawn uniformly without replacement from those not in `exclude`; sorted by (layer, head)."""
-    excluded = set(exclude)
-    pool = [head_name(layer, h) for layer in range(geometry.n_layers) for h in range(geometry.n_heads)
-            if head_name(layer, h) not in excluded]
-    if k > len(pool):
-        raise HeadlabError(f"knockout: cannot draw {k} random heads from the {len(pool)} outside the tested set")
-    return sorted(random.Random(seed).sample(pool, k), key=parse_head)
-
-
 def _spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -75,8 +65,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
         raise HeadlabError("knockout: no data items")
     means = None
     if config.mode == "mean":  # reference set: the evaluation prompts themselves
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        means = head_means(model, prompt_batches(items, pad, config.batch_size, input_device(model)))
+        means = head_means(model, prompt_batches(items, pad_id_of(tokenizer), config.batch_size, input_device(model)))
 
     def evaluate(heads: list[str]) -> list[float]:
         """Per-item scores (input order): paired tests across conditions need them, not just the mean."""
@@ -98,7 +87,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
             point["top"] = statistics.fmean(point["top_items"])
             bar.update(1)
             for s in range(config.seeds):
-                heads = random_heads(g, top, k, config.seed + s)
+                heads = random_heads(g, k, config.seed + s, exclude=top)
                 point["random_heads"].append(heads)
                 point["random_items"].append(evaluate(heads))
                 point["random"].append(statistics.fmean(point["random_items"][-1]))

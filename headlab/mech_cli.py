@@ -15,8 +15,6 @@ from headlab.knockout import KnockoutConfig
 from headlab.options import ModelOptions, Selection
 from headlab.patching import PatchConfig
 
-TOY_PROBES, TOY_CONTEXT = 24, 192  # as `headlab detect` with no arguments
-
 
 @dataclass(kw_only=True)
 class RunData:
@@ -49,19 +47,16 @@ def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
 
 
 def _items(run: RunData, seed: int, max_new_tokens: int, tokenizer, model_path: str, trust_remote_code: bool):
-    from headlab.mech_eval import check_lengths, items_from_probes, load_eval_items
+    from headlab.evaluate import check_lengths, items_from_probes, load_eval_items
     from headlab.seam import load_model_config, max_positions
 
     positions = max_positions(load_model_config(model_path, trust_remote_code))
     if run.data:
         items = load_eval_items(run.data, tokenizer, positions)
     else:
-        from headlab.data.probes import text_probe
-        from headlab.toy.probes import niah_probes
+        from headlab.data.world_niah import default_probes
 
-        records = niah_probes(tokenizer, n=TOY_PROBES, context_tokens=TOY_CONTEXT, seed=seed)
-        items = items_from_probes([text_probe(tokenizer, r["context"], r["needle"], r["question"], r["answer"],
-                                              f"toy-{i}") for i, r in enumerate(records)])
+        items = items_from_probes(default_probes(tokenizer, seed))
     if run.limit is not None:
         items = items[:run.limit]
     check_lengths(items, positions, max_new_tokens)

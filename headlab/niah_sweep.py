@@ -55,13 +55,13 @@ def _words(text: str) -> list[str]:
 
 def toy_probes(tokenizer, cfg: NiahSweepConfig) -> list[dict[str, Any]]:
     """Toy-world probes: for each length and needle, one haystack with the needle moved to every depth."""
-    from headlab.toy.probes import niah_probes
+    from headlab.data.world_niah import niah_records
 
     probes = []
     for length in cfg.lengths:
         for k in range(cfg.needles):
             # One toy probe gives a haystack sized for `length` and a needle; re-place the needle per depth.
-            base = niah_probes(tokenizer, 1, length, seed=hash_seed(cfg.seed, length, k))[0]
+            base = niah_records(tokenizer, 1, length, seed=hash_seed(cfg.seed, length, k))[0]
             haystack = " ".join(base["context"].replace(base["needle"], " ").split())
             for depth in cfg.depths:
                 probes.append({"length": length, "depth": depth, "needle_index": k, "needle": base["needle"],

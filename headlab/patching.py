@@ -17,10 +17,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
+from headlab.evaluate import EvalItem, score_items
+from headlab.heads import random_heads
 from headlab.interventions import patch_from_model
 from headlab.io import atomic_write_json
-from headlab.knockout import random_heads
-from headlab.mech_eval import EvalItem, score_items
 from headlab.seam import HeadGeometry, Seam
 
 SET_NAMES = ("intersection", "complement", "source", "random")
@@ -51,7 +51,7 @@ def patch_head_sets(source_ranking: list[str], target_ranking: list[str], geomet
     sets = {"intersection": [[h for h in s if h in t]], "complement": [[h for h in s if h not in t]], "source": [s]}
     n_random = min(len(s), geometry.total_heads - len(s))  # fewer when S covers more than half the model
     if n_random:
-        sets["random"] = [random_heads(geometry, s, n_random, seed + i) for i in range(seeds)]
+        sets["random"] = [random_heads(geometry, n_random, seed + i, exclude=s) for i in range(seeds)]
     return sets
 
 
@@ -98,7 +98,7 @@ def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[Ev
     result["curve"] = []
     for k in curve_ks:
         top = source_ranking[:k]
-        randoms = [random_heads(g, top, k, config.seed + s) for s in range(config.seeds)]
+        randoms = [random_heads(g, k, config.seed + s, exclude=top) for s in range(config.seeds)]
         top_items = evaluate(target, top)
         random_items = [evaluate(target, heads) for heads in randoms]
         result["curve"].append({"k": k, "top_heads": top, "top": statistics.fmean(top_items), "top_items": top_items,

@@ -492,6 +492,10 @@ class Seam:
         if seam is None:
             seam = cls(model)
             model._headlab_seam = seam
+        current = model.config._attn_implementation or "eager"
+        if not current.startswith(_WRAPPED_PREFIX):  # set_attn_implementation since: wrap the new one
+            seam.inner_implementation = current
+            model.set_attn_implementation(_register_wrapper(current))
         return seam
 
     # ---- z: the input of the output projection ------------------------------------------------------

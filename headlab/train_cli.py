@@ -44,10 +44,10 @@ def _evaluate(model: ModelOptions, config: EvalConfig, run: EvalData) -> None:
 
     Batched greedy generation on task prompts; writes predictions.jsonl, summary.json (by task, gold-document
     depth and context length), scores.png and config.json."""
+    from headlab.data.training import load_task_data
     from headlab.distributed import is_main
     from headlab.evaluate import evaluate_examples, write_evaluation
     from headlab.finetune import load_trained
-    from headlab.train_data import load_task_data
 
     items = load_task_data(run.data)  # all of the data is validated before the model loads
     model_path = model.path

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from tiny import build_model, build_tokenizer
@@ -6,6 +8,21 @@ from tiny import build_model, build_tokenizer
 # the suite many times slower (measured: 100 s -> 7 s for test_detect.py under load).
 torch.set_num_threads(1)
 
+# HEADLAB_TEST_DEVICE=cuda runs the suite's tiny models and tensors on a GPU (the parity tests: fast path against
+# the eager no-cache reference there too). Unset, everything stays on the CPU.
+if os.environ.get("HEADLAB_TEST_DEVICE"):
+    _device = os.environ["HEADLAB_TEST_DEVICE"]
+    torch.set_default_device(_device)
+
+    def _drawn_on_cpu(draw):
+        """Seeded draws from a CPU generator give the CPU suite's numbers, then move to the test device."""
+        def wrapped(*args, generator=None, **kwargs):
+            if generator is not None and generator.device.type == "cpu" and "device" not in kwargs:
+                return draw(*args, generator=generator, device="cpu", **kwargs).to(_device)
+            return draw(*args, generator=generator, **kwargs)
+        return wrapped
+
+    torch.randint, torch.randn = _drawn_on_cpu(torch.randint), _drawn_on_cpu(torch.randn)
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):

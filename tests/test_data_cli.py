@@ -4,13 +4,13 @@ import json
 import random
 
 import pytest
+from bpe import train_byte_level_bpe
 
 from headlab.cli import run
-from headlab.data.bpe import train_byte_level_bpe
 from headlab.data.cli import load_tokenizer
 from headlab.data.example import load_examples
+from headlab.data.world import World
 from headlab.errors import HeadlabError
-from headlab.toy.world import World
 
 
 def _run(*argv):

@@ -5,8 +5,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from bpe import train_byte_level_bpe
 
-from headlab.data.bpe import train_byte_level_bpe
 from headlab.data.llm_docs import LLMDocWriter
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.errors import HeadlabError

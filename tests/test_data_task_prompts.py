@@ -1,8 +1,8 @@
 """Task prompt rendering and token probes on hand-built examples."""
 
 import pytest
+from bpe import train_byte_level_bpe
 
-from headlab.data.bpe import train_byte_level_bpe
 from headlab.data.example import Document, TaskExample, render_context
 from headlab.data.task_prompts import (
     char_to_token_span,

@@ -33,7 +33,7 @@ def reference_scores(model, probe, max_new_tokens, stops):
     """DESIGN.md applied literally: full eager forward each step, output_attentions, loop over heads."""
     ids, response = list(probe.input_ids), []
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    copies = torch.zeros(n_layers, n_heads)
+    copies = torch.zeros(n_layers, n_heads, device="cpu")  # where detection returns its scores
     with torch.no_grad():
         for _ in range(max_new_tokens):
             out = model(torch.tensor([ids]), output_attentions=True)
@@ -88,6 +88,11 @@ def test_success_filter_counts_only_recalled_needles():
     assert not any(o.counted for o in filtered.outcomes)
     assert all(v == [] for v in filtered.retrieval_scores().values())
     assert all(len(v) == 4 for v in kept.retrieval_scores().values())
+    # Asking a finished detection to count failed probes gives exactly what keep_failed gives from the start.
+    recounted = filtered.recounted(kept.config)
+    assert recounted.retrieval_scores() == kept.retrieval_scores()
+    assert recounted.summary() == kept.summary()
+    assert not any(o.counted for o in filtered.outcomes)  # the original result is left as it was
     # A one-token needle that the model does generate is recalled in full and counts.
     echo = echo_probes(model, n=2)
     seen = detect_retrieval_heads(model, _Tok(), echo, DetectConfig(max_new_tokens=8, keep_failed=True,

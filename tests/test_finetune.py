@@ -8,10 +8,10 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
+from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
 from headlab.finetune import FinetuneConfig, PadCollator, attention_projection_names, finetune, load_trained
 from headlab.seam import load_tokenizer
-from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
 
 LENGTH = 280
 

@@ -8,7 +8,8 @@ from lofit_util import completions, preferences
 from tiny import build_model, build_tokenizer
 
 from headlab.errors import HeadlabError
-from headlab.lofit.baselines import random_heads, train_lora
+from headlab.heads import random_heads
+from headlab.lofit.baselines import train_lora
 from headlab.lofit.datasets import MultipleChoice
 from headlab.lofit.evaluate import choice_logprobs, evaluate_multiple_choice
 from headlab.lofit.select import SelectConfig, select_heads

@@ -10,10 +10,11 @@ from tiny import attention_tuned, build_model, build_tokenizer
 from headlab.cli import main
 from headlab.data.probes import Probe
 from headlab.errors import HeadlabError
+from headlab.evaluate import EvalItem, items_from_probes, load_eval_items, score_items
 from headlab.generate import greedy_generate
+from headlab.heads import random_heads
 from headlab.interventions import knockout
-from headlab.knockout import KnockoutConfig, random_heads, run_knockout
-from headlab.mech_eval import EvalItem, items_from_probes, load_eval_items, score_items
+from headlab.knockout import KnockoutConfig, run_knockout
 from headlab.patching import PatchConfig, patch_head_sets, run_patching
 from headlab.seam import HeadGeometry
 
@@ -46,12 +47,16 @@ def _matching_items(model, tok, prompts, new=5):
 
 
 def test_random_controls_avoid_the_tested_set_and_vary_by_seed():
-    draws = [random_heads(G, ALL[:5], 5, seed) for seed in range(4)]
+    draws = [random_heads(G, 5, seed, exclude=ALL[:5]) for seed in range(4)]
     assert all(len(d) == 5 and not set(d) & set(ALL[:5]) for d in draws)
     assert len({tuple(d) for d in draws}) > 1
-    assert random_heads(G, ALL[:5], 5, 1) == draws[1]  # seeded
+    assert random_heads(G, 5, 1, exclude=ALL[:5]) == draws[1]  # seeded
+    # The draw itself is pinned: the study's knockout and patching controls (and LoFiT's random heads) are
+    # random.Random(seed).sample over the pool in (layer, head) order, so their numbers never move.
+    assert draws[1] == sorted(random.Random(1).sample(ALL[5:], 5), key=lambda n: tuple(map(int, n.split("-"))))
+    assert draws[1] == ["1-1", "1-2", "1-3", "2-1", "2-2"]
     with pytest.raises(HeadlabError, match="cannot draw"):
-        random_heads(G, ALL[:10], 3, 0)
+        random_heads(G, 3, 0, exclude=ALL[:10])
 
 
 def test_run_knockout_scores_the_top_set_and_controls():

@@ -148,8 +148,8 @@ def test_retrieval_heads_exist_and_are_a_small_fraction(detection_2k):
 # ---- (d) knockout: the top 10 matter, 10 random heads do not -----------------------------------------------------
 
 def test_knocking_out_the_top_10_hurts_niah_far_more_than_10_random_heads(smol, probes_1k, ranking):
+    from headlab.evaluate import items_from_probes
     from headlab.knockout import KnockoutConfig, run_knockout
-    from headlab.mech_eval import items_from_probes
 
     model, tokenizer = smol
     config = KnockoutConfig(k=10, mode="uniform", where="decode", seeds=3, curve=[], max_new_tokens=24,
@@ -197,7 +197,7 @@ def test_lofit_offsets_merged_into_the_real_model_give_the_hooked_logits(smol, r
 def test_task_data_is_sized_with_the_real_tokenizer(smol, task):
     from headlab.data.task_prompts import task_probes
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.train_data import prompt_ids
+    from headlab.data.training import prompt_ids
 
     _, tokenizer = smol
     examples = generate_examples(GenConfig(task, "real", "diverse", n=3, length=1024), tokenizer)

@@ -88,6 +88,21 @@ def test_attach_is_idempotent():
     assert model.config._attn_implementation == "headlab_sdpa"
 
 
+def test_attach_follows_a_later_change_of_attention_implementation():
+    model = build_model("llama")
+    ids, mask, pos = padded_batch()
+    tops = []
+    for attn in ("sdpa", "eager", "sdpa"):
+        if attn != "sdpa" or tops:
+            model.set_attn_implementation(attn)  # as a user or a benchmark switching a live model does
+        seam = Seam.attach(model)
+        assert (seam.inner_implementation, model.config._attn_implementation) == (attn, f"headlab_{attn}")
+        with torch.no_grad(), seam.capture_top1() as rec:
+            model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        tops.append(rec.pop())
+    assert torch.equal(tops[0], tops[1]) and torch.equal(tops[0], tops[2])
+
+
 def test_unsupported_architecture_names_what_is_missing():
     model = MambaForCausalLM(MambaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1))
     with pytest.raises(HeadlabError, match="num_attention_heads"):

@@ -6,10 +6,10 @@ import random
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from headlab.data.world import World
+from headlab.data.world_niah import niah_records
 from headlab.toy import default_model_dir
 from headlab.toy.evaluate import answer
-from headlab.toy.probes import niah_probes
-from headlab.toy.world import World
 
 NIAH_MIN = 9  # 11 of 12 copied exactly, 12 of 12 with the right answer, when shipped
 
@@ -43,7 +43,7 @@ def test_answers_fixed_niah_probes_by_copying_the_needle(shipped):
     # The shipped model copies the needle exactly in 80-85% of in-context probes (training.json) and finds
     # its answer in 97.5%; a broken model or probe format scores near 0.
     model, tok = shipped
-    probes = niah_probes(tok, 12, 192, seed=2024)
+    probes = niah_records(tok, 12, 192, seed=2024)
     got = [answer(model, tok, p["context"], p["question"]) for p in probes]
     assert sum(g == p["needle"] for g, p in zip(got, probes, strict=True)) >= NIAH_MIN, got
     assert sum(p["short_answer"] in g for g, p in zip(got, probes, strict=True)) >= 11, got

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.data.world import World
+from headlab.data.world_niah import niah_records
 from headlab.errors import HeadlabError
 from headlab.toy.corpus import document
 from headlab.toy.pretrain import DocumentPacker, PretrainConfig, pretrain
-from headlab.toy.probes import niah_probes
 from headlab.toy.tokenizer import train_tokenizer
-from headlab.toy.world import World
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,9 @@ def test_buffered_packing_fills_rows_better_and_keeps_every_document(tok):
     assert sorted(placed + buffered.waiting) == sorted(stream_source.waiting + drawn)
 
 
-def test_niah_probes_have_the_asked_length_and_needle(tok):
-    probes = niah_probes(tok, 5, 160, seed=3)
-    assert probes == niah_probes(tok, 5, 160, seed=3)
+def test_niah_records_have_the_asked_length_and_needle(tok):
+    probes = niah_records(tok, 5, 160, seed=3)
+    assert probes == niah_records(tok, 5, 160, seed=3)
     assert [p["depth"] for p in probes] == [0.0, 0.25, 0.5, 0.75, 1.0]
     for p in probes:
         n = len(encode_prompt(tok, render_prompt(tok, p["context"], p["question"])))
@@ -84,7 +84,7 @@ def test_niah_probes_have_the_asked_length_and_needle(tok):
     assert probes[0]["context"].startswith(probes[0]["needle"])
     assert probes[-1]["context"].endswith(probes[-1]["needle"])
     with pytest.raises(HeadlabError, match="context_tokens"):
-        niah_probes(tok, 2, 10, seed=0)
+        niah_records(tok, 2, 10, seed=0)
 
 
 def test_a_few_training_steps_lower_the_loss(tok, tmp_path):

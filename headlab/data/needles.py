@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from headlab.data.example import citation_question
-from headlab.toy.world import RELATIONS, Fact, World
+from headlab.data.world import RELATIONS, Fact, World
 
 # Two-hop chains: (first relation, second relation, question). The first fact's object (the bridge) is the
 # entity the second fact is about; "{x}" is the first fact's subject.

@@ -21,3 +21,9 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """Token ids of a rendered prompt. A chat template already wrote its special tokens, so add none then."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     return tokenizer(prompt, add_special_tokens=not has_template)["input_ids"]
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else 0 (padded positions are masked out, so any id
+    works; loaded tokenizers get EOS as their pad token already)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -27,8 +27,8 @@ from headlab.data.example import (
 from headlab.data.needles import Needle, Plan, citation_plan, mdqa_plan, multihop_plan, world_for
 from headlab.data.prompts import render_prompt
 from headlab.data.task_prompts import INSTRUCTIONS, encode_prompt, render_task_prompt
+from headlab.data.world import World
 from headlab.errors import HeadlabError
-from headlab.toy.world import World
 
 __all__ = ["GenConfig", "TaskExample", "generate_example", "generate_examples"]
 

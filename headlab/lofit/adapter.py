@@ -84,13 +84,6 @@ class LofitAdapter(nn.Module):
         return fn
 
     # ---- bookkeeping -----------------------------------------------------------------------------------
-    def head_norms(self, which: str = "A") -> dict[str, float]:
-        p = self.A if which == "A" else self.v
-        if p is None:
-            raise HeadlabError(f"this adapter has no {which}")
-        norms = p.detach().float().norm(dim=-1)
-        return {head_name(layer, h): float(n) for (layer, h), n in zip(self.heads, norms, strict=True)}
-
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

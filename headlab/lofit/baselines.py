@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import torch
 
-from headlab.errors import HeadlabError
-from headlab.heads import head_name
 from headlab.lofit.datasets import Completion, Preference
 from headlab.lofit.train import TrainConfig, reference_logprobs, train
-from headlab.seam import HeadGeometry
 
 # Attention projections LoRA adapts per architecture family (the usual q/v choice of the LoRA paper).
 _LORA_TARGETS = {"gpt2": ["c_attn"]}
 _DEFAULT_TARGETS = ["q_proj", "v_proj"]
-
-
-def random_heads(geometry: HeadGeometry, k: int, seed: int = 0, exclude: Sequence[str] = ()) -> list[str]:
-    """K heads drawn uniformly without replacement, outside `exclude` (the control for a selected set)."""
-    pool = [head_name(lay, h) for lay in range(geometry.n_layers) for h in range(geometry.n_heads)
-            if head_name(lay, h) not in set(exclude)]
-    if not 1 <= k <= len(pool):
-        raise HeadlabError(f"random heads: cannot draw {k} of {len(pool)} heads")
-    return sorted(random.Random(seed).sample(pool, k), key=lambda n: tuple(map(int, n.split("-"))))
 
 
 def train_lora(model, tokenizer, records: Sequence[Completion | Preference], config: TrainConfig,

@@ -113,7 +113,8 @@ def _tune(model: ModelOptions, run: LofitData, tune: TuneOptions, cfg: TrainConf
 
     Train offsets on the heads of --heads (method lofit), on as many random heads outside them (random), or
     LoRA on the attention (lora). Heads selected for another task give the transfer baseline."""
-    from headlab.lofit.baselines import n_trainable, random_heads, train_lora
+    from headlab.heads import random_heads
+    from headlab.lofit.baselines import n_trainable, train_lora
     from headlab.lofit.tune import tune_offsets
     from headlab.seam import load_tokenizer
 

@@ -8,23 +8,18 @@ import torch
 from tqdm import tqdm
 
 from headlab.data.metrics import exact_match, substring_match, task_score
-from headlab.data.prompts import encode_prompt
+from headlab.data.prompts import encode_prompt, pad_id_of
 from headlab.distributed import map_items
+from headlab.generate import greedy_generate
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
 from headlab.seam import input_device
 
 
-@torch.no_grad()
 def greedy_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
-    """Greedy continuation of `prompt`, cut at the first newline (headlab's stop rule)."""
-    device = input_device(model)
-    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
-    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    stops = [t for t in [tokenizer.eos_token_id, *newline[-1:]] if t is not None]
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+    """Greedy continuation of `prompt` up to its first newline or EOS (generate.stop_ids's rule)."""
+    [ids] = greedy_generate(model, tokenizer, [encode_prompt(tokenizer, prompt)], max_new_tokens, batch_size=1)
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def score_completion(record: Completion, prediction: str) -> float:
@@ -53,7 +48,7 @@ def choice_logprobs(model, tokenizer, item: MultipleChoice) -> torch.Tensor:
     """Summed log-probability of each choice after the prompt [n_choices]."""
     device = input_device(model)
     batch = collate([encode_pair(tokenizer, item.prompt, c) for c in item.choices],
-                    tokenizer.pad_token_id or 0, device)
+                    pad_id_of(tokenizer), device)
     return sequence_logprob(model, batch).cpu()
 
 

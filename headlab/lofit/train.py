@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from headlab.data.prompts import encode_prompt
+from headlab.data.prompts import encode_prompt, pad_id_of
 from headlab.errors import HeadlabError
 from headlab.lofit.datasets import Completion, Preference
 
@@ -92,10 +92,6 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return -F.logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))).mean()
 
 
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
 @torch.no_grad()
 def reference_logprobs(model, tokenizer, prefs: Sequence[Preference], batch_size: int) -> torch.Tensor:
     """[n, 2] (chosen, rejected) log-probs under `model` as it is now: call before adding trainable parts."""
@@ -104,7 +100,7 @@ def reference_logprobs(model, tokenizer, prefs: Sequence[Preference], batch_size
     for i in range(0, len(prefs), batch_size):
         chunk = prefs[i: i + batch_size]
         enc = [encode_pair(tokenizer, p.prompt, c) for p in chunk for c in (p.chosen, p.rejected)]
-        rows.append(sequence_logprob(model, collate(enc, _pad_id(tokenizer), device)).view(-1, 2))
+        rows.append(sequence_logprob(model, collate(enc, pad_id_of(tokenizer), device)).view(-1, 2))
     return torch.cat(rows).cpu()
 
 
@@ -135,12 +131,12 @@ def train(model, tokenizer, params: Sequence[torch.nn.Parameter], records: Seque
         for start in range(0, len(order), config.batch_size):
             idx = order[start: start + config.batch_size]
             if is_dpo:
-                batch = collate([e for i in idx for e in encoded[i]], _pad_id(tokenizer), device)
+                batch = collate([e for i in idx for e in encoded[i]], pad_id_of(tokenizer), device)
                 logp = sequence_logprob(model, batch).view(-1, 2)
                 ref = reference[idx].to(device)
                 loss = dpo_loss(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], config.beta)
             else:
-                loss = supervised_loss(model, collate([encoded[i] for i in idx], _pad_id(tokenizer), device))
+                loss = supervised_loss(model, collate([encoded[i] for i in idx], pad_id_of(tokenizer), device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

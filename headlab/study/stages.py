@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from headlab.data.example import load_examples, save_examples
@@ -125,7 +126,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _eval_items(ctx: StageContext, data_stage: str, tokenizer, n: int = 0):
     """The first n examples of a data stage as scoring items (n = 0: all)."""
-    from headlab.mech_eval import items_from_examples
+    from headlab.evaluate import items_from_examples
 
     examples = load_examples(ctx.deps[data_stage] / "examples.jsonl")
     return items_from_examples(examples[:n] if n else examples, tokenizer)
@@ -146,8 +147,7 @@ def run_eval(ctx: StageContext, config: StudyConfig) -> None:
 def run_heads(ctx: StageContext, config: StudyConfig) -> None:
     from headlab.data.metrics import task_score
     from headlab.data.task_prompts import task_probes
-    from headlab.detect import DetectConfig, detect_retrieval_heads
-    from headlab.results import write_detection
+    from headlab.detect import DetectConfig, DetectionResult, detect_retrieval_heads, write_detection
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
@@ -172,14 +172,12 @@ def run_heads(ctx: StageContext, config: StudyConfig) -> None:
         outcomes.extend(result.outcomes)
         if sum(o.counted for o in outcomes) >= i["counted"]:
             break
-    result.outcomes = outcomes
+    result = DetectionResult(result.geometry, outcomes, detect_config)
     fallback = not any(o.counted for o in result.outcomes)
     if fallback:
         # A model that answers nothing right still attends somewhere; rank its heads over every probe
         # (keep_failed) rather than not at all, and say so in the summary.
-        for o in result.outcomes:
-            o.counted = True
-        result.config.keep_failed = True
+        result = result.recounted(replace(detect_config, keep_failed=True))
     write_detection(result, ctx.out, {"no_probe_succeeded": fallback, "counted_wanted": i["counted"],
                                       "probes_available": len(probes)})
 

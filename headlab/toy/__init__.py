@@ -1,4 +1,7 @@
-"""The toy world and the tiny Llama that headlab ships and uses when no `--model` is given."""
+"""The tiny Llama that headlab ships and uses when no `--model` is given, and its recipe (pretrain, evaluate).
+
+The toy world it learns from is data (`headlab.data.world`); this package imports it, never the reverse.
+"""
 
 from __future__ import annotations
 

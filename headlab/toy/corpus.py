@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from headlab.toy.world import Fact, World
+from headlab.data.world import Fact, World
 
 # Haystack diversity mix during pretraining: mostly prose, but the other two kinds appear so the model
 # can still find a needle when the study swaps the haystack.

@@ -16,10 +16,11 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.data.world import World
+from headlab.data.world_niah import niah_records
+from headlab.generate import greedy_generate
 from headlab.io import atomic_write_json, read_json
 from headlab.toy.corpus import document
-from headlab.toy.probes import niah_probes
-from headlab.toy.world import World
 
 
 @torch.no_grad()
@@ -41,20 +42,17 @@ def perplexity(model, tok, split: str = "train", n_docs: int = 64, seed: int = 1
     return math.exp(nll / count)
 
 
-@torch.no_grad()
 def answer(model, tok, context: str, question: str, max_new_tokens: int = 40) -> str:
-    """Greedy answer to the plain prompt, cut at the first newline."""
-    ids = torch.tensor([encode_prompt(tok, render_prompt(tok, context, question))])
-    newline = tok("\n", add_special_tokens=False)["input_ids"]
-    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                         eos_token_id=[tok.eos_token_id, *newline], pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+    """Greedy answer to the plain prompt, up to its first newline or EOS (generate.stop_ids's rule)."""
+    prompt = encode_prompt(tok, render_prompt(tok, context, question))
+    [ids] = greedy_generate(model, tok, [prompt], max_new_tokens, batch_size=1)
+    return tok.decode(ids, skip_special_tokens=True).strip()
 
 
 def niah_accuracy(model, tok, context_tokens: int, n: int = 40, seed: int = 777, split: str = "train",
                   diversity: str = "diverse") -> dict:
     """Share of probes answered with the needle sentence exactly, and with its short answer anywhere."""
-    probes = niah_probes(tok, n, context_tokens, seed, diversity=diversity, split=split)
+    probes = niah_records(tok, n, context_tokens, seed, diversity=diversity, split=split)
     exact = short = 0
     for p in tqdm(probes, desc=f"niah {context_tokens}", leave=False):
         got = answer(model, tok, p["context"], p["question"])

@@ -17,12 +17,12 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from headlab.data.world import World
 from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json
 from headlab.toy.corpus import document
 from headlab.toy.task_corpus import task_document
 from headlab.toy.tokenizer import train_tokenizer
-from headlab.toy.world import World
 
 
 @dataclass

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from headlab.data.world import World
 from headlab.toy.corpus import document
-from headlab.toy.world import World
+from headlab.toy.task_corpus import task_document
 
 EOS = "<|endoftext|>"
 
@@ -26,8 +27,6 @@ def _corpus(seed: int, n_docs: int) -> Iterator[str]:
 
 def _task_corpus(seed: int, n_docs: int, bootstrap: PreTrainedTokenizerFast,
                  max_tokens: int) -> Iterator[str]:
-    from headlab.toy.task_corpus import task_document  # the task generator imports this package's world
-
     for split in ("train", "heldout"):
         rng = random.Random(f"tokenizer-tasks-{seed}-{split}")
         for _ in range(n_docs):

@@ -1,4 +1,4 @@
-"""Train a small GPT-2-style byte-level BPE tokenizer on text, in memory (for tests and offline experiments).
+"""Test helper: train a small GPT-2-style byte-level BPE tokenizer on text, in memory.
 
 Nothing is downloaded: the tokenizer is learned from the strings given, wrapped as a fast Hugging Face
 tokenizer so it offers offsets mapping like any real checkpoint's tokenizer.

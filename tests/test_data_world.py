@@ -4,8 +4,8 @@ import random
 
 import pytest
 
+from headlab.data.world import DIVERSITY, RELATIONS, World
 from headlab.errors import HeadlabError
-from headlab.toy.world import DIVERSITY, RELATIONS, World
 
 
 def _sample(seed: int) -> list[str]:

@@ -6,8 +6,7 @@ organisations, objects) and can write:
 - fact sentences for a relation, in varied "real" wordings or one fixed template per relation;
 - the question that asks for a fact, and its short answer;
 - filler sentences and documents at a chosen haystack diversity: ``diverse`` (varied prose),
-  ``repetitive`` (the same few sentences), ``symbolic`` (random tokens);
-- symbolic key/value needles.
+  ``repetitive`` (the same few sentences), ``symbolic`` (random tokens).
 
 Every draw takes an explicit ``random.Random`` so callers own the random stream; nothing touches global
 random state. Two splits, ``train`` and ``heldout``, use disjoint names and disjoint real wordings, so an
@@ -33,7 +32,6 @@ from dataclasses import dataclass
 from headlab.errors import HeadlabError
 
 SPLITS = ("train", "heldout")
-REALISM = ("real", "templated", "symbolic")
 DIVERSITY = ("diverse", "repetitive", "symbolic")
 KINDS = ("person", "place", "org", "object")
 
@@ -265,14 +263,6 @@ class World:
     def short_answer(self, fact: Fact) -> str:
         """The short answer to `question(fact)` (an entity name)."""
         return fact.subject if RELATIONS[fact.relation].asks == "s" else fact.obj
-
-    # symbolic needles
-    def symbolic_fact(self, rng: random.Random) -> tuple[str, str, str]:
-        """A key/value needle: (sentence, question, answer), e.g. "The value of key kq-3817 is 52094."."""
-        letters = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(2))
-        key = f"{letters}-{rng.randrange(10000):04d}"
-        value = f"{rng.randrange(100000):05d}"
-        return f"The value of key {key} is {value}.", f"What is the value of key {key}?", value
 
     # filler
     def filler_sentence(self, rng: random.Random, diversity: str = "diverse") -> str:

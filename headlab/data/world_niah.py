@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import random
 
+from headlab.data.probes import Probe, text_probe
 from headlab.data.prompts import encode_prompt, render_prompt
+from headlab.data.world import World
 from headlab.errors import HeadlabError
-from headlab.toy.world import World
+
+# The probes `headlab detect`, `knockout` and `patch` use without --probes / --data.
+DEFAULT_PROBES = 24
+DEFAULT_CONTEXT_TOKENS = 192  # inside the shipped model's 256 positions with room for the answer
 
 
-def niah_probes(tokenizer, n: int, context_tokens: int, seed: int, diversity: str = "diverse",
-                realism: str = "real", split: str = "train") -> list[dict]:
+def niah_records(tokenizer, n: int, context_tokens: int, seed: int, diversity: str = "diverse",
+                 realism: str = "real", split: str = "train") -> list[dict]:
     """`n` probes {context, needle, question, answer, short_answer, depth}; each rendered prompt is about
     `context_tokens` tokens.
 
@@ -49,3 +54,10 @@ def niah_probes(tokenizer, n: int, context_tokens: int, seed: int, diversity: st
         out.append({"context": " ".join(filler), "needle": needle, "question": question, "answer": needle,
                     "short_answer": world.short_answer(fact), "depth": round(depth, 3)})
     return out
+
+
+def default_probes(tokenizer, seed: int = 0) -> list[Probe]:
+    """The default toy needle-in-a-haystack probes as text probes (ids "toy-0", "toy-1", ...)."""
+    records = niah_records(tokenizer, n=DEFAULT_PROBES, context_tokens=DEFAULT_CONTEXT_TOKENS, seed=seed)
+    return [text_probe(tokenizer, r["context"], r["needle"], r["question"], r["answer"], f"toy-{i}")
+            for i, r in enumerate(records)]
