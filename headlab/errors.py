@@ -13,3 +13,10 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     if field is not None:  # a field name from a user's file may hold newlines: keep the message one line
         loc += f": field '{field.encode('unicode_escape').decode('ascii') if not field.isprintable() else field}'"
     return loc
+
+
+def check_fields(what: str, obj: object, rules: list[tuple[str, bool, str]]) -> None:
+    """Raise for the first (field, ok, wanted) rule that fails: "<what>: field 'x' must be <wanted> (got v)"."""
+    for name, ok, wanted in rules:
+        if not ok:
+            raise HeadlabError(f"{what}: field '{name}' must be {wanted} (got {getattr(obj, name)!r})")
