@@ -25,8 +25,8 @@ from transformers import Trainer, TrainerCallback
 
 from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
-from headlab.extension import current_length
 from headlab.finetune import FinetuneConfig, PadCollator, TokenDataset, build_model, prepare, training_arguments
+from headlab.loading import current_length
 from headlab.train_data import encode_all, load_task_data
 
 
