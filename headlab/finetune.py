@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json, file_sha256, read_json
-from headlab.loading import EXTENSION_FILE, current_length, extension_overrides
+from headlab.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
 from headlab.train_data import IGNORE_INDEX, encode_all, load_task_data
 
 METHODS = ("lora", "full")
@@ -224,8 +224,11 @@ def build_model(cfg: FinetuneConfig, info):
         targets = cfg.target_modules or attention_projection_names(model)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, task_type="CAUSAL_LM")
+        from headlab.quiet import peft_wrapping
+
         try:
-            model = get_peft_model(model, lora)
+            with peft_wrapping():
+                model = get_peft_model(model, lora)
         except ValueError as e:
             raise HeadlabError(f"finetune: field 'target_modules' {targets}: {str(e).splitlines()[0]}") from None
     return model
@@ -377,7 +380,10 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
     shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
     if is_peft and not cfg.merge:
         model.peft_config["default"].base_model_name_or_path = _base_name(cfg.model)
-        model.save_pretrained(tmp)
+        # On an adapter base PEFT would look for config.json in the adapter folder to see whether the vocabulary
+        # grew, and warn; headlab never resizes it, so there are no embedding weights to save.
+        on_adapter = (Path(cfg.model).expanduser() / ADAPTER_CONFIG).is_file()
+        model.save_pretrained(tmp, **({"save_embedding_layers": False} if on_adapter else {}))
         # Loading the adapter rebuilds the base from its own config; these overrides restore the extension
         # (headlab.loading reads them; plain transformers: from_pretrained(adapter_dir, **overrides)).
         atomic_write_json(tmp / EXTENSION_FILE, overrides)

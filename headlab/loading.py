@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from headlab.errors import HeadlabError
-from headlab.quiet import library_bars_off
+from headlab.quiet import library_bars_off, peft_wrapping
 from headlab.seam import HeadGeometry, head_geometry
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -244,14 +244,14 @@ def attach_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
     if not folder.is_dir():
         raise HeadlabError(f"{folder}: LoRA folder not found")
     check_model_folder(folder, weights=True)  # adapter_model.bin (pickle) refused
-    with library_bars_off():
+    with peft_wrapping():
         return PeftModel.from_pretrained(model, str(folder)).eval()
 
 
 def _merged(model: nn.Module, folder: Path) -> nn.Module:
     from peft import PeftModel
 
-    with library_bars_off():
+    with peft_wrapping():
         return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 

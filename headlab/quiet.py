@@ -48,3 +48,12 @@ def library_bars_off() -> Iterator[None]:
         yield
     finally:
         hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Quiet while PEFT wraps a model: it reads transformers' deprecated `is_gradient_checkpointing` (a
+    FutureWarning from 5.x that nothing a headlab user does can change) and transformers draws its bars."""
+    with warnings.catch_warnings(), library_bars_off():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield

@@ -115,3 +115,19 @@ def test_loads_show_no_library_bar_unless_verbose(tiny_model_dir, capfd, monkeyp
     monkeypatch.setattr("headlab.quiet._verbose", True)
     load_model(tiny_model_dir)
     assert "Loading weights" in capfd.readouterr().err
+
+
+def test_an_adapter_is_a_base_to_fine_tune_again(adapters, tmp_path):
+    adapter, _ = adapters
+    data = tmp_path / "train.jsonl"
+    save_examples(generate_examples(GenConfig("mdqa", "symbolic", "repetitive", n=2, length=400, seed=1,
+                                              doc_sentences=(0, 1)), load_tokenizer(adapter)), data)
+    finetune(FinetuneConfig(model=str(adapter), data=str(data), out=str(tmp_path / "again"), lr=1e-3, steps=1,
+                            batch_size=2, save_steps=1, seed=4))
+    again = tmp_path / "again" / "model"
+    info = inspect(again)
+    assert info.base.adapter == adapter and info.max_positions == EXTENDED  # the first extension carries over
+    model, _ = load_model(again)
+    first, _ = load_model(adapter)
+    changed = [n for n, t in model.state_dict().items() if not torch.equal(t, first.state_dict()[n])]
+    assert changed and all(".self_attn." in n for n in changed)
