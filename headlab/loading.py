@@ -86,10 +86,14 @@ def inspect(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file
             weights: bool = False) -> ModelInfo:
     """Read a source's config (an adapter's: its base's, extended) without loading weights; with `weights`,
     also check that the weight files are whole (safetensors headers read, pickle refused)."""
-    source = str(name_or_path)
+    return _inspect(str(name_or_path), trust_remote_code, gguf_file, weights, ())
+
+
+def _inspect(source: str, trust_remote_code: bool, gguf_file: str | None, weights: bool,
+             chain: tuple[Path, ...]) -> ModelInfo:
     folder = Path(source).expanduser()
     if gguf_file is None and (folder / ADAPTER_CONFIG).is_file():
-        return _inspect_adapter(source, folder, trust_remote_code, weights)
+        return _inspect_adapter(source, folder, trust_remote_code, weights, chain)
     from transformers import AutoConfig
 
     name, gguf = split_gguf(source, gguf_file)
@@ -98,7 +102,8 @@ def inspect(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file
     return ModelInfo(source, name, config, trust_remote_code, gguf.get("gguf_file"))
 
 
-def _inspect_adapter(source: str, folder: Path, trust_remote_code: bool, weights: bool) -> ModelInfo:
+def _inspect_adapter(source: str, folder: Path, trust_remote_code: bool, weights: bool,
+                     chain: tuple[Path, ...]) -> ModelInfo:
     from headlab.io import read_json
     from headlab.model_check import check_model_folder
 
@@ -107,7 +112,10 @@ def _inspect_adapter(source: str, folder: Path, trust_remote_code: bool, weights
     base_name = read_json(adapter).get("base_model_name_or_path")
     if not base_name or not isinstance(base_name, str):
         raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
-    base = inspect(base_name, trust_remote_code, weights=weights)
+    chain = (*chain, folder.resolve())
+    if Path(base_name).expanduser().resolve() in chain:
+        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' ({base_name}) leads back to this adapter")
+    base = _inspect(base_name, trust_remote_code, None, weights, chain)
     ext = folder / EXTENSION_FILE
     overrides = read_json(ext) if ext.is_file() else {}
     if not isinstance(overrides, dict):

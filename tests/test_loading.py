@@ -131,3 +131,11 @@ def test_an_adapter_is_a_base_to_fine_tune_again(adapters, tmp_path):
     first, _ = load_model(adapter)
     changed = [n for n, t in model.state_dict().items() if not torch.equal(t, first.state_dict()[n])]
     assert changed and all(".self_attn." in n for n in changed)
+
+
+def test_an_adapter_that_is_its_own_base_is_one_line(tmp_path):
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(loop)}))
+    with pytest.raises(HeadlabError, match="leads back to this adapter"):
+        inspect(loop)
