@@ -217,7 +217,7 @@ def build_model(cfg: FinetuneConfig, info):
     from headlab.loading import load_weights
 
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
-    model = load_weights(info, dtype=cfg.dtype).train()  # the Trainer places it on its device
+    model = load_weights(info, dtype=cfg.dtype)  # eval mode, as from_pretrained gives; the Trainer sets train
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -13,6 +13,8 @@ Everything headlab does to a model goes through a `Seam`:
 The query-side hooks work by registering one wrapper attention function per inner implementation
 (`sdpa`, `eager`, `flash_attention_2`) with transformers' AttentionInterface, so the model keeps its own
 fast attention and no model file is forked.
+
+Loading a model (folder, hub id, GGUF file, PEFT adapter) is headlab/loading.py; its names are re-exported here.
 """
 
 from __future__ import annotations
