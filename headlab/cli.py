@@ -19,22 +19,21 @@ def _detect(args: argparse.Namespace) -> None:
     from headlab.data.world_niah import default_probes
     from headlab.detect import DetectConfig, detect_retrieval_heads, write_detection
     from headlab.distributed import is_main
+    from headlab.loading import inspect, load_weights
     from headlab.placement import placement_args
-    from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
 
     model_path = model_or_default(args.model)
     # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
     from headlab.data.niah import length_limit
 
-    tokenizer = load_tokenizer(model_path, args.trust_remote_code)
-    positions = max_positions(load_model_config(model_path, args.trust_remote_code))
+    info = inspect(model_path, args.trust_remote_code)
+    tokenizer, positions = info.tokenizer, info.max_positions
     probes = load_probes(args.probes, tokenizer, length_limit(positions, args.allow_long_context), positions) \
         if args.probes else default_probes(tokenizer, args.seed)
     if not args.allow_long_context:
         check_context_length(probes, positions, args.max_new_tokens)
-    model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
-                                  attn_implementation=args.attn, trust_remote_code=args.trust_remote_code,
-                                  **placement_args(args))
+    model = load_weights(info, device=args.device, dtype=args.dtype, attn_implementation=args.attn,
+                         **placement_args(args))
     config = DetectConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           keep_failed=args.keep_failed, threshold=args.threshold, top_k=args.top_k,
                           allow_long_context=args.allow_long_context)
@@ -59,8 +58,9 @@ def _print_top(means: dict[str, float], heads: list[str], limit: int) -> None:
 
 def _heads_show(args: argparse.Namespace) -> None:
     from headlab.heads import load_scores, mean_scores, select_heads
+    from headlab.loading import inspect
 
-    geometry = _geometry_of(args.model) if args.model else None
+    geometry = inspect(args.model).geometry if args.model else None
     means = mean_scores(load_scores(args.file, geometry))
     _print_top(means, select_heads(means, args.threshold, args.top_k), limit=args.show)
 
@@ -69,9 +69,10 @@ def _heads_import(args: argparse.Namespace) -> None:
     """Convert another tool's Retrieval_Head JSON into a headlab result folder."""
     from headlab.heads import load_scores, mean_scores, score_matrix, select_heads
     from headlab.io import atomic_write_json
+    from headlab.loading import inspect
     from headlab.plots import head_heatmap
 
-    geometry = _geometry_of(args.model) if args.model else None
+    geometry = inspect(args.model).geometry if args.model else None
     scores = load_scores(args.file, geometry)
     means = mean_scores(scores)
     out = Path(args.out)
@@ -93,17 +94,6 @@ def _heads_compare(args: argparse.Namespace) -> None:
     stats = overlap(select_heads(a, args.threshold, args.top_k), select_heads(r, args.threshold, args.top_k))
     print(f"recall {stats['recall']:.3f}  jaccard {stats['jaccard']:.3f}  "
           f"shared {stats['intersection']}  cosine {cosine(a, r):.3f}")
-
-
-def _geometry_of(model_path: str):
-    from headlab.model_check import check_model_source
-    from headlab.seam import head_geometry, load_model_config
-
-    if not (Path(model_path).is_dir() or model_path.endswith(".gguf")):
-        raise HeadlabError(f"{model_path}: model folder not found")
-    if Path(model_path).is_dir():
-        check_model_source(model_path)
-    return head_geometry(load_model_config(model_path))
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:

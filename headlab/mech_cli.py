@@ -12,21 +12,19 @@ from headlab.placement import add_placement_args, placement_args
 from headlab.toy import model_or_default
 
 
-def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
+def _ranking(path: str, geometry) -> list[str]:
     from headlab.compare import SCORES_FILE
     from headlab.heads import load_scores, mean_scores, scored_ranking
-    from headlab.seam import head_geometry, load_model_config
 
     file = Path(path) / SCORES_FILE if Path(path).is_dir() else Path(path)
-    geometry = head_geometry(load_model_config(model_path, trust_remote_code))
     return scored_ranking(mean_scores(load_scores(file, geometry)))
 
 
-def _items(args: argparse.Namespace, tokenizer, model_path: str):
+def _items(args: argparse.Namespace, info):
+    """The evaluation items, checked against the model `info` describes (no weights loaded)."""
     from headlab.evaluate import check_lengths, items_from_probes, load_eval_items
-    from headlab.seam import load_model_config, max_positions
 
-    positions = max_positions(load_model_config(model_path, args.trust_remote_code))
+    tokenizer, positions = info.tokenizer, info.max_positions
     if args.data:
         items = load_eval_items(args.data, tokenizer, positions)
     else:
@@ -43,18 +41,17 @@ def _items(args: argparse.Namespace, tokenizer, model_path: str):
 
 def _knockout(args: argparse.Namespace) -> None:
     from headlab.knockout import KnockoutConfig, run_knockout, write_knockout
-    from headlab.seam import head_geometry, load_model, load_model_config, load_tokenizer
+    from headlab.loading import inspect, load_weights
 
     model_path = model_or_default(args.model)
-    tokenizer = load_tokenizer(model_path, args.trust_remote_code)
-    ranking = _ranking(args.heads, model_path, args.trust_remote_code)
-    items = _items(args, tokenizer, model_path)
+    info = inspect(model_path, args.trust_remote_code)
+    ranking = _ranking(args.heads, info.geometry)
+    items = _items(args, info)
     config = KnockoutConfig(k=args.k, mode=args.mode, where=args.where, seeds=args.seeds, seed=args.seed,
                             curve=args.curve, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    config.check(head_geometry(load_model_config(model_path, args.trust_remote_code)), len(ranking))
-    model, tokenizer = load_model(model_path, args.device, args.dtype, args.attn, args.trust_remote_code,
-                                  **placement_args(args))
-    result = run_knockout(model, tokenizer, items, ranking, config)
+    config.check(info.geometry, len(ranking))
+    model = load_weights(info, args.device, args.dtype, args.attn, **placement_args(args))
+    result = run_knockout(model, info.tokenizer, items, ranking, config)
     if not is_main():  # under `accelerate launch` the main process alone writes
         return
     write_knockout(result, args.out, config, {"model": model_path, "heads": args.heads,
@@ -65,23 +62,22 @@ def _knockout(args: argparse.Namespace) -> None:
 
 
 def _patch(args: argparse.Namespace) -> None:
+    from headlab.loading import inspect, load_weights
     from headlab.patching import PatchConfig, run_patching, write_patching
-    from headlab.seam import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(args.target, args.trust_remote_code)
-    if load_tokenizer(args.source, args.trust_remote_code).get_vocab() != tokenizer.get_vocab():
+    source_info, target_info = (inspect(m, args.trust_remote_code) for m in (args.source, args.target))
+    tokenizer = target_info.tokenizer
+    if source_info.tokenizer.get_vocab() != tokenizer.get_vocab():
         raise HeadlabError(f"{args.source}: its tokenizer differs from the target's; patching needs a shared one")
-    src_rank = _ranking(args.heads[0], args.source, args.trust_remote_code)
-    tgt_rank = _ranking(args.heads[1], args.target, args.trust_remote_code)
-    items = _items(args, tokenizer, args.target)
+    src_rank = _ranking(args.heads[0], source_info.geometry)
+    tgt_rank = _ranking(args.heads[1], target_info.geometry)
+    items = _items(args, target_info)
     config = PatchConfig(k=args.k, seeds=args.seeds, seed=args.seed, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size)
     if not 1 <= args.k <= min(len(src_rank), len(tgt_rank)):
         raise HeadlabError(f"--k must be in [1, {min(len(src_rank), len(tgt_rank))}], got {args.k}")
-    source, _ = load_model(args.source, args.device, args.dtype, args.attn, args.trust_remote_code,
-                           **placement_args(args))
-    target, tokenizer = load_model(args.target, args.device, args.dtype, args.attn, args.trust_remote_code,
-                                   **placement_args(args))
+    source = load_weights(source_info, args.device, args.dtype, args.attn, **placement_args(args))
+    target = load_weights(target_info, args.device, args.dtype, args.attn, **placement_args(args))
     result = run_patching(source, target, tokenizer, items, src_rank, tgt_rank, config)
     if not is_main():
         return

@@ -49,13 +49,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     from headlab.data.training import load_task_data
     from headlab.distributed import is_main
     from headlab.evaluate import EvalConfig, evaluate_examples, write_evaluation
-    from headlab.finetune import load_trained
+    from headlab.loading import load_model
     from headlab.placement import placement_args
 
     items = load_task_data(args.data)  # all of the data is validated before the model loads
     model_path = model_or_default(args.model)
-    model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
-                                    trust_remote_code=args.trust_remote_code, **placement_args(args))
+    model, tokenizer = load_model(model_path, device=args.device, dtype=args.dtype,
+                                  trust_remote_code=args.trust_remote_code, **placement_args(args))
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                         depth_bins=args.depth_bins, allow_long_context=args.allow_long_context)
     records, summary = evaluate_examples(model, tokenizer, [it.example for it in items], config, args.data)
@@ -72,7 +72,7 @@ def _niah(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from headlab.distributed import is_main
-    from headlab.finetune import load_trained
+    from headlab.loading import load_weights
     from headlab.niah_sweep import NiahSweepConfig, niah_sweep, write_niah
     from headlab.placement import placement_args
 
@@ -80,27 +80,28 @@ def _niah(args: argparse.Namespace) -> None:
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, spec=args.spec)
     cfg.check()
     model_path = model_or_default(args.model)
-    _check_niah_lengths(cfg, model_path, args.trust_remote_code)
-    model, tokenizer = load_trained(model_path, device=args.device, dtype=args.dtype,
-                                    trust_remote_code=args.trust_remote_code, **placement_args(args))
-    grid, records = niah_sweep(model, tokenizer, cfg)
+    info = _check_niah_lengths(cfg, model_path, args.trust_remote_code)
+    model = load_weights(info, device=args.device, dtype=args.dtype, **placement_args(args))
+    grid, records = niah_sweep(model, info.tokenizer, cfg)
     if not is_main():
         return
     write_niah(grid, records, args.out, {"model": model_path, "dtype": args.dtype, **asdict(cfg)})
     print(f"mean score {grid['mean']:.3f}; wrote {Path(args.out) / 'niah.png'}")
 
 
-def _check_niah_lengths(cfg, model_path: str, trust_remote_code: bool) -> None:
-    """Lengths far beyond the model's positions are refused before the model loads (see data/niah.py)."""
+def _check_niah_lengths(cfg, model_path: str, trust_remote_code: bool):
+    """Lengths far beyond the model's positions are refused before the model loads (see data/niah.py); returns
+    the model's source, inspected, for loading."""
     from headlab.data.niah import check_lengths, length_limit, load_niah_spec
-    from headlab.finetune import trained_config
-    from headlab.seam import max_positions
+    from headlab.loading import inspect
 
-    positions = max_positions(trained_config(model_path, trust_remote_code))
+    info = inspect(model_path, trust_remote_code)
+    positions = info.max_positions
     if cfg.spec:
         load_niah_spec(cfg.spec, length_limit(positions), positions)
     else:
         check_lengths(cfg.lengths, length_limit(positions), "niah", positions)
+    return info
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

@@ -73,9 +73,9 @@ def _load(args):
 
 
 def _geometry(model_path: str):
-    from headlab.seam import head_geometry, load_model_config
+    from headlab.loading import inspect
 
-    return head_geometry(load_model_config(model_path))
+    return inspect(model_path).geometry
 
 
 def _select(args: argparse.Namespace) -> None:
@@ -198,9 +198,9 @@ def _eval(args: argparse.Namespace) -> None:
         check_model_folder(Path(args.lora), weights=True)  # adapter_model.bin (pickle) refused
     model, tokenizer = _load(args)
     if args.lora:
-        from peft import PeftModel
+        from headlab.loading import attach_adapter
 
-        model = PeftModel.from_pretrained(model, args.lora).eval()
+        model = attach_adapter(model, args.lora)
     with apply_adapters(model, *adapters):
         if isinstance(records[0], MultipleChoice):
             result = evaluate_multiple_choice(model, tokenizer, records)
