@@ -10,7 +10,6 @@ from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
-from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.finetune import FinetuneConfig, PadCollator, attention_projection_names, finetune
 from headlab.seam import load_model, load_tokenizer
 
