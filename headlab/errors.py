@@ -5,9 +5,11 @@ class HeadlabError(Exception):
     """Bad input or an unsupported model. The message names the file, line and field when there is one."""
 
 
-def where(path: object, line: int | None = None, field: str | None = None) -> str:
-    """Format a location as `path:line: field` for error messages."""
+def where(path: object, line: int | None = None, field: object = None) -> str:
+    """Format a location as `path:line: field` for error messages (a YAML key may be a number: any field is
+    shown as text)."""
     loc = str(path)
+    field = None if field is None else str(field)
     if line is not None:
         loc += f":{line}"
     if field is not None:  # a field name from a user's file may hold newlines: keep the message one line

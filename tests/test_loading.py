@@ -68,9 +68,9 @@ def test_unmerged_adapter_loads_as_the_merged_model(adapters):
 
 
 def _long_probes(path, tokenizer):
-    from headlab.toy.probes import niah_probes
+    from headlab.data.world_niah import niah_records
 
-    records = niah_probes(tokenizer, n=3, context_tokens=SHIPPED_POSITIONS + 64, seed=1)
+    records = niah_records(tokenizer, n=3, context_tokens=SHIPPED_POSITIONS + 64, seed=1)
     path.write_text("".join(json.dumps({k: r[k] for k in ("context", "needle", "question", "answer")}) + "\n"
                             for r in records))
     return path
