@@ -26,8 +26,8 @@ from transformers import Trainer, TrainerCallback
 from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.training import encode_all, load_task_data
-from headlab.extension import current_length
 from headlab.finetune import FinetuneConfig, PadCollator, TokenDataset, build_model, prepare, training_arguments
+from headlab.loading import current_length
 
 
 def random_toy_model(folder: Path) -> str:
@@ -61,8 +61,8 @@ def rate(marks: list[tuple[float, int]], skip: int) -> float:
     return statistics.median(per_step)
 
 
-def run_headlab(cfg: FinetuneConfig, rows, config, skip: int) -> float:
-    model = build_model(cfg, config)
+def run_headlab(cfg: FinetuneConfig, rows, info, skip: int) -> float:
+    model = build_model(cfg, info)
     clock = StepClock()
     args = training_arguments(cfg, len(rows))
     args.save_strategy = "no"
@@ -72,9 +72,9 @@ def run_headlab(cfg: FinetuneConfig, rows, config, skip: int) -> float:
     return rate(clock.marks, skip)
 
 
-def run_plain(cfg: FinetuneConfig, rows, config, skip: int) -> float:
+def run_plain(cfg: FinetuneConfig, rows, info, skip: int) -> float:
     """The loop a researcher would write by hand with PEFT and PyTorch."""
-    model = build_model(cfg, config)  # the same PEFT-wrapped model
+    model = build_model(cfg, info)  # the same PEFT-wrapped model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -122,15 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     # Prompts fill `length` tokens; the context also holds the answer after them.
     cfg = FinetuneConfig(model=model, data=str(tmp / "train.jsonl"), out=str(tmp / "run"), context_length=a.length + 32,
                          steps=a.steps, batch_size=a.batch_size, lr=1e-3, logging_steps=10**6)
-    tokenizer, config, _ = prepare(cfg)
+    tokenizer, info, _ = prepare(cfg)
     save_examples(generate_examples(GenConfig("mdqa", "real", "diverse", n=a.examples, length=a.length, seed=0),
                                     tokenizer), cfg.data)
-    rows = encode_all(load_task_data(cfg.data), tokenizer, current_length(config))
+    rows = encode_all(load_task_data(cfg.data), tokenizer, current_length(info.config))
     headlab_rates, plain_rates = [], []
     for r in range(a.rounds):  # ABBA order, so a drift in machine load favours neither
         runs = [(headlab_rates, run_headlab), (plain_rates, run_plain)]
         for rates, run in runs if r % 2 == 0 else runs[::-1]:
-            rates.append(run(cfg, rows, config, a.skip))
+            rates.append(run(cfg, rows, info, a.skip))
     result = {"model": model, "length": a.length, "batch_size": a.batch_size, "steps": a.steps,
               "threads": torch.get_num_threads(), "headlab_tokens_per_s": headlab_rates,
               "plain_tokens_per_s": plain_rates, "ratio_of_medians": statistics.median(headlab_rates)

@@ -34,18 +34,18 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
     from headlab.data.world_niah import default_probes
     from headlab.detect import detect_retrieval_heads, write_detection
     from headlab.distributed import is_main
-    from headlab.seam import load_model, load_model_config, load_tokenizer, max_positions
+    from headlab.loading import inspect, load_weights
 
     model_path = model.path
     # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
-    tokenizer = load_tokenizer(model_path, model.trust_remote_code)
-    positions = max_positions(load_model_config(model_path, model.trust_remote_code))
+    info = inspect(model_path, model.trust_remote_code)
+    tokenizer, positions = info.tokenizer, info.max_positions
     probes = load_probes(run.probes, tokenizer, length_limit(positions, config.allow_long_context), positions) \
         if run.probes else default_probes(tokenizer, run.seed)
     if not config.allow_long_context:
         check_context_length(probes, positions, config.max_new_tokens)
-    loaded, tokenizer = load_model(model_path, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
-                                   trust_remote_code=model.trust_remote_code, **model.placement())
+    loaded = load_weights(info, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
+                          **model.placement())
     result = detect_retrieval_heads(loaded, tokenizer, probes, config)
     if not is_main():  # under `accelerate launch` the main process alone writes
         return
@@ -74,8 +74,9 @@ class HeadFile:
 def _heads_show(model: ModelOptions, sel: Selection, head_file: HeadFile) -> None:
     """print the top heads of a Retrieval_Head-format file"""
     from headlab.heads import load_scores, mean_scores, select_heads
+    from headlab.loading import inspect
 
-    geometry = _geometry_of(model.model) if model.model else None
+    geometry = inspect(model.model).geometry if model.model else None
     means = mean_scores(load_scores(head_file.file, geometry))
     _print_top(means, select_heads(means, sel.threshold, sel.top_k), limit=sel.show)
 
@@ -84,9 +85,10 @@ def _heads_import(model: ModelOptions, sel: Selection, head_file: HeadFile) -> N
     """turn a Retrieval_Head JSON from another tool into a headlab folder"""
     from headlab.heads import load_scores, mean_scores, score_matrix, select_heads
     from headlab.io import atomic_write_json
+    from headlab.loading import inspect
     from headlab.plots import head_heatmap
 
-    geometry = _geometry_of(model.model) if model.model else None
+    geometry = inspect(model.model).geometry if model.model else None
     scores = load_scores(head_file.file, geometry)
     means = mean_scores(scores)
     out = Path(head_file.out)
@@ -99,17 +101,6 @@ def _heads_import(model: ModelOptions, sel: Selection, head_file: HeadFile) -> N
         "config": {"imported_from": str(head_file.file), "threshold": sel.threshold, "top_k": sel.top_k},
     })
     print(f"imported {len(scores)} heads into {out}")
-
-
-def _geometry_of(model_path: str):
-    from headlab.model_check import check_model_source
-    from headlab.seam import head_geometry, load_model_config
-
-    if not (Path(model_path).is_dir() or model_path.endswith(".gguf")):
-        raise HeadlabError(f"{model_path}: model folder not found")
-    if Path(model_path).is_dir():
-        check_model_source(model_path)
-    return head_geometry(load_model_config(model_path))
 
 
 GEOMETRY_MODEL = Flag(help="check head indices against this model's geometry")

@@ -24,12 +24,11 @@ from transformers import TrainerCallback
 
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
-from headlab.extension import apply_overrides, current_length, extension_overrides
 from headlab.io import atomic_write_json, file_sha256, read_json
+from headlab.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
 
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")
-EXTENSION_FILE = "extension.json"
 DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
@@ -201,36 +200,35 @@ def attention_projection_names(model) -> list[str]:
 
 
 def prepare(cfg: FinetuneConfig):
-    """Tokenizer, extended config and the overrides, without loading any weights (cheap input checks)."""
-    from headlab.seam import load_model_config, load_tokenizer
+    """Tokenizer, the base model's source under the extended config, and the overrides, without loading any
+    weights (cheap input checks)."""
+    from headlab.loading import inspect
 
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    config = load_model_config(cfg.model, cfg.trust_remote_code)
-    overrides = extension_overrides(config, cfg.context_length, cfg.rope_theta, cfg.rope_scaling)
-    apply_overrides(config, overrides)
-    tokenizer.model_max_length = current_length(config)
-    return tokenizer, config, overrides
+    base = inspect(cfg.model, cfg.trust_remote_code)
+    overrides = extension_overrides(base.config, cfg.context_length, cfg.rope_theta, cfg.rope_scaling)
+    info = base.extended(overrides)
+    tokenizer = info.tokenizer
+    tokenizer.model_max_length = current_length(info.config)
+    return tokenizer, info, overrides
 
 
-def build_model(cfg: FinetuneConfig, config):
-    """Load the weights under the extended config; wrap in LoRA when asked."""
-    from transformers import AutoModelForCausalLM
+def build_model(cfg: FinetuneConfig, info):
+    """Load the weights under the extended config (`prepare`); wrap in LoRA when asked."""
+    from headlab.loading import load_weights
 
-    from headlab.model_check import check_model_source
-    from headlab.seam import _resolve_dtype, _weights_kwargs
-
-    check_model_source(cfg.model, weights=True)
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, config=config, dtype=_resolve_dtype(cfg.dtype),
-                                                 trust_remote_code=cfg.trust_remote_code, **_weights_kwargs())
+    model = load_weights(info, dtype=cfg.dtype)  # eval mode, as from_pretrained gives; the Trainer sets train
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
         targets = cfg.target_modules or attention_projection_names(model)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, task_type="CAUSAL_LM")
+        from headlab.quiet import peft_wrapping
+
         try:
-            model = get_peft_model(model, lora)
+            with peft_wrapping():
+                model = get_peft_model(model, lora)
         except ValueError as e:
             raise HeadlabError(f"finetune: field 'target_modules' {targets}: {str(e).splitlines()[0]}") from None
     return model
@@ -335,10 +333,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     cfg.check()
     _check_run_folder(cfg, resume)
     items = load_task_data(cfg.data)
-    tokenizer, config, overrides = prepare(cfg)
+    tokenizer, info, overrides = prepare(cfg)
     # Every row is checked against the target context before any weights are loaded.
-    rows = encode_all(items, tokenizer, current_length(config), answer_only=cfg.loss_on == "answer")
-    model = build_model(cfg, config)
+    rows = encode_all(items, tokenizer, current_length(info.config), answer_only=cfg.loss_on == "answer")
+    model = build_model(cfg, info)
     out = Path(cfg.out)
     checkpoint = last_complete_checkpoint(out / "checkpoints") if resume else None
     if resume and checkpoint is None:
@@ -375,15 +373,19 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
 
 
 def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Path) -> None:
-    """A folder `from_pretrained` loads: full weights, merged LoRA, or a PEFT adapter that names its base."""
+    """A folder headlab's loader (and `from_pretrained`) loads: full weights, merged LoRA, or a PEFT adapter that
+    names its base."""
     is_peft = hasattr(model, "peft_config")
     tmp = path.with_name(path.name + ".partial")  # written whole, then renamed: no half-saved model
     shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
     if is_peft and not cfg.merge:
         model.peft_config["default"].base_model_name_or_path = _base_name(cfg.model)
-        model.save_pretrained(tmp)
-        # from_pretrained(adapter_dir) rebuilds the base from its own config; these overrides restore the
-        # extension: AutoModelForCausalLM.from_pretrained(adapter_dir, **json.load(extension.json)).
+        # On an adapter base PEFT would look for config.json in the adapter folder to see whether the vocabulary
+        # grew, and warn; headlab never resizes it, so there are no embedding weights to save.
+        on_adapter = (Path(cfg.model).expanduser() / ADAPTER_CONFIG).is_file()
+        model.save_pretrained(tmp, **({"save_embedding_layers": False} if on_adapter else {}))
+        # Loading the adapter rebuilds the base from its own config; these overrides restore the extension
+        # (headlab.loading reads them; plain transformers: from_pretrained(adapter_dir, **overrides)).
         atomic_write_json(tmp / EXTENSION_FILE, overrides)
     else:
         merged = model.merge_and_unload() if is_peft else model
@@ -397,56 +399,3 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
 def _base_name(name: str) -> str:
     p = Path(name).expanduser()
     return str(p.resolve()) if p.exists() else name
-
-
-def trained_config(path: str | Path, trust_remote_code: bool = False):
-    """The transformers config `load_trained` will build, without loading weights (cheap input checks)."""
-    from headlab.seam import load_model_config
-
-    path = Path(path)
-    adapter = path / "adapter_config.json"
-    if not adapter.is_file():
-        return load_model_config(path, trust_remote_code)
-    base = read_json(adapter).get("base_model_name_or_path")
-    if not base or not isinstance(base, str):
-        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
-    config = load_model_config(base, trust_remote_code)
-    ext = path / EXTENSION_FILE
-    apply_overrides(config, read_json(ext) if ext.is_file() else {})
-    return config
-
-
-def load_trained(path: str | Path, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False,
-                 device_map: str | dict | None = None, max_memory: dict | None = None):
-    """(model, tokenizer) from a model folder or a headlab LoRA adapter folder (merged on load, eval mode).
-
-    `device_map`/`max_memory` spread a model folder over several devices (see `load_model`)."""
-    from headlab.distributed import process_device
-    from headlab.seam import load_model
-
-    path = Path(path)
-    adapter = path / "adapter_config.json"
-    if not adapter.is_file():
-        return load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                          device_map=device_map, max_memory=max_memory)
-    if device_map is not None:
-        raise HeadlabError(f"{path}: --device-map needs a model folder; merge the adapter first "
-                           "(headlab finetune --merge)")
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from headlab.model_check import check_model_folder, check_model_source
-    from headlab.seam import _resolve_dtype, _weights_kwargs, load_model_config, load_tokenizer
-
-    check_model_folder(path, weights=True)  # adapter_model.safetensors whole; adapter_model.bin refused
-    base = read_json(adapter).get("base_model_name_or_path")
-    if not base or not isinstance(base, str):
-        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
-    config = load_model_config(base, trust_remote_code)
-    check_model_source(base, weights=True)
-    ext = path / EXTENSION_FILE
-    apply_overrides(config, read_json(ext) if ext.is_file() else {})
-    model = AutoModelForCausalLM.from_pretrained(base, config=config, dtype=_resolve_dtype(dtype),
-                                                 trust_remote_code=trust_remote_code, **_weights_kwargs())
-    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    return model.to(process_device(device)).eval(), load_tokenizer(path, trust_remote_code)

@@ -50,16 +50,21 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, expect: type | None = None) -> Any:
+    """The JSON document in `path`; with `expect` (dict or list), anything else is a one-line error."""
     from headlab.inputs import read_text
 
     path = Path(path)
     try:
-        return json.loads(read_text(path))
+        value = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
     except RecursionError:  # [[[[... nested deeper than the parser's stack
         raise HeadlabError(f"{path}: invalid JSON (nested too deeply)") from None
+    if expect is not None and not isinstance(value, expect):
+        kind = {dict: "a JSON object", list: "a JSON list of records"}.get(expect, expect.__name__)
+        raise HeadlabError(f"{path}: expected {kind}")
+    return value
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

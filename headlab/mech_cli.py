@@ -36,21 +36,19 @@ class PatchData(RunData):
     out: str = "runs/patch"  # output folder
 
 
-def _ranking(path: str, model_path: str, trust_remote_code: bool) -> list[str]:
+def _ranking(path: str, geometry) -> list[str]:
     from headlab.compare import SCORES_FILE
     from headlab.heads import load_scores, mean_scores, scored_ranking
-    from headlab.seam import head_geometry, load_model_config
 
     file = Path(path) / SCORES_FILE if Path(path).is_dir() else Path(path)
-    geometry = head_geometry(load_model_config(model_path, trust_remote_code))
     return scored_ranking(mean_scores(load_scores(file, geometry)))
 
 
-def _items(run: RunData, seed: int, max_new_tokens: int, tokenizer, model_path: str, trust_remote_code: bool):
+def _items(run: RunData, seed: int, max_new_tokens: int, info):
+    """The evaluation items, checked against the model `info` describes (no weights loaded)."""
     from headlab.evaluate import check_lengths, items_from_probes, load_eval_items
-    from headlab.seam import load_model_config, max_positions
 
-    positions = max_positions(load_model_config(model_path, trust_remote_code))
+    tokenizer, positions = info.tokenizer, info.max_positions
     if run.data:
         items = load_eval_items(run.data, tokenizer, positions)
     else:
@@ -74,16 +72,15 @@ def _knockout(model: ModelOptions, heads: KnockoutHeads, config: KnockoutConfig,
     Task score with the top-K heads of a score file knocked out, against K random heads outside the top set
     over several seeds, and a curve over K. Writes knockout.json, config.json, knockout_curve.png."""
     from headlab.knockout import run_knockout, write_knockout
-    from headlab.seam import head_geometry, load_model, load_model_config, load_tokenizer
+    from headlab.loading import inspect, load_weights
 
     model_path = model.path
-    tokenizer = load_tokenizer(model_path, model.trust_remote_code)
-    ranking = _ranking(heads.heads, model_path, model.trust_remote_code)
-    items = _items(run, config.seed, config.max_new_tokens, tokenizer, model_path, model.trust_remote_code)
-    config.check(head_geometry(load_model_config(model_path, model.trust_remote_code)), len(ranking))
-    loaded, tokenizer = load_model(model_path, model.device, model.dtype, model.attn, model.trust_remote_code,
-                                   **model.placement())
-    result = run_knockout(loaded, tokenizer, items, ranking, config)
+    info = inspect(model_path, model.trust_remote_code)
+    ranking = _ranking(heads.heads, info.geometry)
+    items = _items(run, config.seed, config.max_new_tokens, info)
+    config.check(info.geometry, len(ranking))
+    loaded = load_weights(info, model.device, model.dtype, model.attn, **model.placement())
+    result = run_knockout(loaded, info.tokenizer, items, ranking, config)
     if not is_main():  # under `accelerate launch` the main process alone writes
         return
     write_knockout(result, run.out, config, {"model": model_path, "heads": heads.heads,
@@ -107,20 +104,20 @@ def _patch(model: ModelOptions, models: PatchModels, config: PatchConfig, run: P
     The target generates while the source runs in lockstep on the same tokens; the target's z at the patched
     heads is the source's. Head sets: intersection, complement (only the source's), source, random. Writes
     patching.json, config.json, patching.png."""
+    from headlab.loading import inspect, load_weights
     from headlab.patching import run_patching, write_patching
-    from headlab.seam import load_model, load_tokenizer
 
-    trust = model.trust_remote_code
-    tokenizer = load_tokenizer(models.target, trust)
-    if load_tokenizer(models.source, trust).get_vocab() != tokenizer.get_vocab():
+    source_info, target_info = (inspect(m, model.trust_remote_code) for m in (models.source, models.target))
+    tokenizer = target_info.tokenizer
+    if source_info.tokenizer.get_vocab() != tokenizer.get_vocab():
         raise HeadlabError(f"{models.source}: its tokenizer differs from the target's; patching needs a shared one")
-    src_rank = _ranking(models.heads[0], models.source, trust)
-    tgt_rank = _ranking(models.heads[1], models.target, trust)
-    items = _items(run, config.seed, config.max_new_tokens, tokenizer, models.target, trust)
+    src_rank = _ranking(models.heads[0], source_info.geometry)
+    tgt_rank = _ranking(models.heads[1], target_info.geometry)
+    items = _items(run, config.seed, config.max_new_tokens, target_info)
     if not 1 <= config.k <= min(len(src_rank), len(tgt_rank)):
         raise HeadlabError(f"--k must be in [1, {min(len(src_rank), len(tgt_rank))}], got {config.k}")
-    source, _ = load_model(models.source, model.device, model.dtype, model.attn, trust, **model.placement())
-    target, tokenizer = load_model(models.target, model.device, model.dtype, model.attn, trust, **model.placement())
+    source = load_weights(source_info, model.device, model.dtype, model.attn, **model.placement())
+    target = load_weights(target_info, model.device, model.dtype, model.attn, **model.placement())
     result = run_patching(source, target, tokenizer, items, src_rank, tgt_rank, config)
     if not is_main():
         return

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from functools import lru_cache
@@ -20,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from headlab.errors import HeadlabError
+from headlab.io import read_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _allowed = False
@@ -75,30 +75,18 @@ def check_model_source(name: str, weights: bool = False) -> None:
                        "(a local path needs ./ in front)")
 
 
-def _json_object(path: Path) -> dict:
-    from headlab.inputs import read_text
-
-    try:
-        value = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise HeadlabError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(value, dict):
-        raise HeadlabError(f"{path}: expected a JSON object")
-    return value
-
-
 def check_model_folder(path: Path, weights: bool = True) -> None:
     """config.json (or adapter_config.json) valid; with `weights`, safetensors present and readable."""
     adapter = path / "adapter_config.json"
     if adapter.is_file():
-        _json_object(adapter)
+        read_json(adapter, expect=dict)
         if weights:
             _check_weights(path, "adapter_model")
         return
     config = path / "config.json"
     if not config.is_file():
         raise HeadlabError(f"{path}: not a model folder (no config.json)")
-    _json_object(config)
+    read_json(config, expect=dict)
     if weights:
         _check_weights(path, "model")
 
@@ -109,7 +97,7 @@ def _check_weights(path: Path, stem: str) -> None:
     index = path / f"{stem}.safetensors.index.json"
     files = sorted(path.glob("*.safetensors"))
     if index.is_file():
-        shards = sorted(set(_json_object(index).get("weight_map", {}).values()))
+        shards = sorted(set(read_json(index, expect=dict).get("weight_map", {}).values()))
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:
             raise HeadlabError(f"{index}: shard {missing[0]} is missing")

@@ -13,16 +13,17 @@ Everything headlab does to a model goes through a `Seam`:
 The query-side hooks work by registering one wrapper attention function per inner implementation
 (`sdpa`, `eager`, `flash_attention_2`) with transformers' AttentionInterface, so the model keeps its own
 fast attention and no model file is forked.
+
+Loading a model (folder, hub id, GGUF file, PEFT adapter) is headlab/loading.py; its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from inspect import signature
 
 import torch
 from torch import nn
@@ -34,6 +35,20 @@ QueryHook = Callable[[torch.Tensor], torch.Tensor]  # query [batch, head, pos, d
 
 _OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense")
 _WRAPPED_PREFIX = "headlab_"
+
+
+# The loader lives in headlab/loading.py (it needs HeadGeometry from here, so it is re-exported lazily): callers
+# may keep importing load_model, inspect, load_tokenizer, ... from the seam.
+_LOADER_NAMES = ("ModelInfo", "inspect", "load_model", "load_weights", "load_tokenizer", "load_model_config",
+                 "attach_adapter", "max_positions", "default_attention", "split_gguf")
+
+
+def __getattr__(name: str):
+    if name in _LOADER_NAMES:
+        from headlab import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -78,107 +93,6 @@ def head_geometry(config) -> HeadGeometry:
     return HeadGeometry(config.num_hidden_layers, n_heads, n_kv, head_dim)
 
 
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise HeadlabError(f"unknown dtype '{dtype}' (choose from {', '.join(table)})")
-    return table[dtype]
-
-
-def _loading(name: str, load: Callable, weights: bool = False, gguf: bool = False):
-    from headlab.model_check import check_model_source
-
-    if not gguf:  # a GGUF file carries its own config and weights; split_gguf has checked it exists
-        check_model_source(name, weights)  # local vs hub, config and safetensors whole, pickle refused
-    try:
-        return load()
-    except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
-
-
-def _weights_kwargs() -> dict:
-    from headlab.model_check import pickle_allowed
-
-    return {} if pickle_allowed() else {"use_safetensors": True}
-
-
-def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
-    """The tokenizer of a local folder, hub id or GGUF file, with a pad token (EOS when it has none)."""
-    from transformers import AutoTokenizer
-
-    name, gguf = split_gguf(name_or_path, gguf_file)
-    tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code,
-                                                                     **gguf), gguf=bool(gguf))
-    if gguf:
-        _gguf_special_tokens(tokenizer, name, gguf["gguf_file"])
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
-    """The transformers config alone: cheap checks before loading weights."""
-    from transformers import AutoConfig
-
-    name, gguf = split_gguf(name_or_path, gguf_file)
-    return _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **gguf),
-                    gguf=bool(gguf))
-
-
-def default_attention(config) -> str:
-    """`sdpa` where it computes what the model does, else `eager`: sdpa cannot soft-cap attention logits (Gemma 2;
-    transformers 5.0 still offered sdpa there and silently skipped the cap)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    if getattr(config.get_text_config(), "attn_logit_softcapping", None) is not None:
-        return "eager"
-    try:
-        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-    except (KeyError, ValueError):  # remote code or an unknown config: let transformers decide
-        return "sdpa"
-    return "sdpa" if getattr(cls, "_supports_sdpa", True) else "eager"
-
-
-def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
-               attn_implementation: str = "sdpa", trust_remote_code: bool = False, gguf_file: str | None = None,
-               device_map: str | dict | None = None, max_memory: dict | None = None):
-    """Load a causal LM and its tokenizer from a local folder, hub id or GGUF file, in eval mode.
-
-    Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
-    A GGUF file (`path/to/x.gguf`, or a folder plus `gguf_file`) is dequantized into an ordinary model.
-    `device_map` ("auto", or module name -> device) spreads a model too large for one device over several
-    (and CPU, and disk) through accelerate's big-model loading; `device` is then unused (headlab/placement.py).
-    """
-    from transformers import AutoModelForCausalLM
-
-    from headlab.distributed import process_device
-    from headlab.placement import big_model_kwargs
-
-    name, gguf = split_gguf(name_or_path, gguf_file)
-    placement = big_model_kwargs(device_map, max_memory)
-    tokenizer = load_tokenizer(name, trust_remote_code, **gguf)
-    if attn_implementation == "sdpa":
-        attn_implementation = default_attention(load_model_config(name, trust_remote_code, **gguf))
-    weights = {**gguf, **_gguf_dequantized(gguf)} if gguf else _weights_kwargs()  # a GGUF file is not pickle
-    model = _loading(name, lambda: AutoModelForCausalLM.from_pretrained(
-        name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code, **placement, **weights), weights=True, gguf=bool(gguf))
-    if gguf:
-        model = _plain_model(model, attn_implementation)
-    if not placement:
-        model.to(process_device(device))  # under `accelerate launch`, cuda means this process's GPU
-    elif set((getattr(model, "hf_device_map", None) or {"": "disk"}).values()) == {"disk"}:
-        # Nothing left to compute on; transformers 5.0 even leaves such a model undispatched, on the meta device.
-        raise HeadlabError(f"{name}: the device map puts the whole model on disk; give the CPU or a GPU more "
-                           f"memory in --max-memory")
-    model.eval()
-    return model, tokenizer
-
-
 def input_device(model: nn.Module) -> torch.device:
     """Where a model's inputs go. Under a device map it is accelerate's main device (the first one that is not
     CPU or disk; its hooks move activations between layers); otherwise the device of the parameters."""
@@ -188,84 +102,6 @@ def input_device(model: nn.Module) -> torch.device:
         first = devices[0] if devices else "cpu"
         return torch.device("cuda", first) if isinstance(first, int) else torch.device(first)
     return next(model.parameters()).device
-
-
-# --------------------------------------------------------------------------------------------------------
-# GGUF files, read by transformers' own GGUF support (the `gguf` package; pip install 'headlab[gguf]').
-
-
-def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, dict]:
-    """(folder or hub id, {"gguf_file": name} or {}): a path ending in .gguf names its folder and file."""
-    name = str(name_or_path)
-    if gguf_file is None and name.endswith(".gguf"):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise HeadlabError(f"{name}: GGUF file not found")
-        name, gguf_file = str(path.parent), path.name
-    if gguf_file is None:
-        return name, {}
-    local = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(name).expanduser() / gguf_file
-    if Path(name).expanduser().is_dir() and not local.is_file():
-        raise HeadlabError(f"{local}: GGUF file not found")
-    try:
-        import gguf  # noqa: F401  (transformers' GGUF reader needs it; its own error names no install command)
-    except ImportError:
-        raise HeadlabError(f"{local}: reading GGUF needs the `gguf` package (pip install 'headlab[gguf]')") from None
-    return name, {"gguf_file": str(gguf_file)}
-
-
-def _gguf_special_tokens(tokenizer, folder: str, gguf_file: str) -> None:
-    """BOS and EOS as the file names them, and BOS prepended exactly when it says so (`add_bos_token`; llama.cpp's
-    default for a byte-level BPE vocabulary is no). transformers before about 5.13 swaps the two and reads such a
-    vocabulary as a Llama tokenizer that always prepends BOS, which would shift every position."""
-    from gguf import GGUFReader
-
-    path = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(folder).expanduser() / gguf_file
-    if not path.is_file():  # a hub file: transformers' own reading stands
-        return
-    fields = GGUFReader(str(path)).fields
-    vocab = fields["tokenizer.ggml.tokens"].contents() if "tokenizer.ggml.tokens" in fields else []
-    for role in ("bos", "eos"):
-        key = f"tokenizer.ggml.{role}_token_id"
-        if key in fields and int(fields[key].contents()) < len(vocab):
-            setattr(tokenizer, f"{role}_token", vocab[int(fields[key].contents())])
-    if "tokenizer.ggml.add_bos_token" in fields:
-        add_bos = bool(fields["tokenizer.ggml.add_bos_token"].contents())
-    else:
-        add_bos = "tokenizer.ggml.model" in fields and fields["tokenizer.ggml.model"].contents() != "gpt2"
-    if getattr(tokenizer, "add_bos_token", add_bos) != add_bos:
-        tokenizer.add_bos_token = add_bos
-
-
-def _gguf_dequantized(gguf: dict) -> dict:
-    """Ask for dense weights (transformers >= 5.24 otherwise keeps GGUF blocks, or warns that it cannot)."""
-    try:
-        from transformers import GgufConfig
-    except ImportError:  # older transformers always dequantize
-        return {}
-    return {"quantization_config": GgufConfig(dequantize=True)} if gguf else {}
-
-
-def _plain_model(model: nn.Module, attn_implementation: str) -> nn.Module:
-    """The same weights in a model without GGUF's quantizer attached: one that save_pretrained accepts (a
-    fine-tuned or merged model is saved), rebuilt from its config and state dict."""
-    import copy
-
-    from transformers import AutoModelForCausalLM
-
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype,
-                                             attn_implementation=attn_implementation)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    return plain
-
-
-def max_positions(config) -> int | None:
-    """The model's maximum position count (max_position_embeddings; n_positions for GPT-2)."""
-    return getattr(config.get_text_config(), "max_position_embeddings", None)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -279,7 +115,7 @@ _CACHE_NAMES = ("cache", "past_key_values")
 def cache_keyword(model: nn.Module) -> str:
     """The keyword this model's forward takes its KV cache by: `cache` (newer transformers) or `past_key_values`."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper forwards **kwargs
-    params = inspect.signature(base.forward).parameters
+    params = signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 

@@ -47,12 +47,12 @@ def _evaluate(model: ModelOptions, config: EvalConfig, run: EvalData) -> None:
     from headlab.data.training import load_task_data
     from headlab.distributed import is_main
     from headlab.evaluate import evaluate_examples, write_evaluation
-    from headlab.finetune import load_trained
+    from headlab.loading import load_model
 
     items = load_task_data(run.data)  # all of the data is validated before the model loads
     model_path = model.path
-    loaded, tokenizer = load_trained(model_path, device=model.device, dtype=model.dtype,
-                                     trust_remote_code=model.trust_remote_code, **model.placement())
+    loaded, tokenizer = load_model(model_path, device=model.device, dtype=model.dtype,
+                                   trust_remote_code=model.trust_remote_code, **model.placement())
     records, summary = evaluate_examples(loaded, tokenizer, [it.example for it in items], config, run.data)
     if not is_main():  # under `accelerate launch` the main process alone writes
         return
@@ -74,32 +74,33 @@ def _niah(model: ModelOptions, config: NiahSweepConfig, run: NiahOut) -> None:
     Greedy needle retrieval over context lengths x needle depths. Default needles: the toy world; --spec takes
     a NIAH spec (haystack files, needles, lengths, depths) for any model."""
     from headlab.distributed import is_main
-    from headlab.finetune import load_trained
+    from headlab.loading import load_weights
     from headlab.niah_sweep import niah_sweep, write_niah
 
     config.check()
     model_path = model.path
-    _check_niah_lengths(config, model_path, model.trust_remote_code)
-    loaded, tokenizer = load_trained(model_path, device=model.device, dtype=model.dtype,
-                                     trust_remote_code=model.trust_remote_code, **model.placement())
-    grid, records = niah_sweep(loaded, tokenizer, config)
+    info = _check_niah_lengths(config, model_path, model.trust_remote_code)
+    loaded = load_weights(info, device=model.device, dtype=model.dtype, **model.placement())
+    grid, records = niah_sweep(loaded, info.tokenizer, config)
     if not is_main():
         return
     write_niah(grid, records, run.out, {"model": model_path, "dtype": model.dtype, **asdict(config)})
     print(f"mean score {grid['mean']:.3f}; wrote {Path(run.out) / 'niah.png'}")
 
 
-def _check_niah_lengths(cfg, model_path: str, trust_remote_code: bool) -> None:
-    """Lengths far beyond the model's positions are refused before the model loads (see data/niah.py)."""
+def _check_niah_lengths(cfg, model_path: str, trust_remote_code: bool):
+    """Lengths far beyond the model's positions are refused before the model loads (see data/niah.py); returns
+    the model's source, inspected, for loading."""
     from headlab.data.niah import check_lengths, length_limit, load_niah_spec
-    from headlab.finetune import trained_config
-    from headlab.seam import max_positions
+    from headlab.loading import inspect
 
-    positions = max_positions(trained_config(model_path, trust_remote_code))
+    info = inspect(model_path, trust_remote_code)
+    positions = info.max_positions
     if cfg.spec:
         load_niah_spec(cfg.spec, length_limit(positions), positions)
     else:
         check_lengths(cfg.lengths, length_limit(positions), "niah", positions)
+    return info
 
 
 def commands() -> list[Command]:

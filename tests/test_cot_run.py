@@ -1,11 +1,10 @@
 """`headlab cot run` end to end: cache and resume, the endpoint backend, the HF backend on a tiny model."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
+from fake_openai import chat_reply, fake_chat_server
 
 from headlab.cli import main
 from headlab.cot.backends import HFBackend, Reply, Request
@@ -108,51 +107,32 @@ def test_subset_shots_and_category_override(task):
 
 # ---- the OpenAI-compatible endpoint backend against a fake server on 127.0.0.1 --------------------------------
 
-class _Server(BaseHTTPRequestHandler):
-    requests: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        text = answer_for(body["messages"])
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}],
-                              "usage": {"completion_tokens": len(text.split())}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    _Server.requests = []
-    httpd = HTTPServer(("127.0.0.1", 0), _Server)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    def reply(body):
+        text = answer_for(body["messages"])
+        return 200, chat_reply(text, usage={"completion_tokens": len(text.split())})
+
+    with fake_chat_server(reply) as served:
+        yield served
 
 
 def test_endpoint_backend(task, tmp_path, server, monkeypatch, capsys):
+    server, requests = server
     monkeypatch.setenv("OPENAI_API_KEY", "sekrit")
     out = tmp_path / "run"
     argv = ["cot", "run", "--model", "served-model", "--endpoint", server, "--data", str(task), "--out", str(out),
             "--limit", "3", "--cot-max-new-tokens", "99", "--resamples", "200"]
     assert main(argv) == 0
-    assert len(_Server.requests) == 6
-    req = _Server.requests[0]
+    assert len(requests) == 6
+    req = requests[0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sekrit"
     assert req["body"]["model"] == "served-model" and req["body"]["temperature"] == 0.0
-    assert sorted({r["body"]["max_tokens"] for r in _Server.requests}) == [32, 99]
+    assert sorted({r["body"]["max_tokens"] for r in requests}) == [32, 99]
     records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert all(r["cot"]["correct"] and r["cot"]["tokens"] == 9 for r in records)  # usage
     assert "sekrit" not in (out / "config.json").read_text()
-    assert main(argv) == 0 and len(_Server.requests) == 6  # the re-run asks nothing
+    assert main(argv) == 0 and len(requests) == 6  # the re-run asks nothing
     assert "| dataset |" in capsys.readouterr().out
 
 

@@ -1,53 +1,35 @@
 """The optional LLM document writer against a fake OpenAI-compatible server on 127.0.0.1."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 from bpe import train_byte_level_bpe
+from fake_openai import chat_reply, fake_chat_server
 
 from headlab.data.llm_docs import LLMDocWriter
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.errors import HeadlabError
 
 
-class _Fake(BaseHTTPRequestHandler):
-    # Class-level knobs set by each test: what to answer and what was asked.
+class _Fake:
+    """What the fake endpoint answers, set by each test, and what it was asked."""
     status = 200
     mode = "echo"  # echo: include the required sentence; drop: omit it
     requests: list = []
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        auth = self.headers.get("Authorization")
-        type(self).requests.append({"path": self.path, "auth": auth, "body": body})
+    @classmethod
+    def reply(cls, body: dict) -> tuple[int, dict]:
         prompt = body["messages"][0]["content"]
         sentence = prompt.split('word for word: "', 1)[-1].split('" Do not', 1)[0]
-        if self.mode == "echo":
-            text = f"An opening line.\n\nSome more words here. {sentence} A closing remark."
-        else:
-            text = "First point. Second point. Third point."
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+        if cls.mode == "echo":
+            return cls.status, chat_reply(f"An opening line.\n\nSome more words here. {sentence} A closing remark.")
+        return cls.status, chat_reply("First point. Second point. Third point.")
 
 
 @pytest.fixture
 def server():
-    _Fake.status, _Fake.mode, _Fake.requests = 200, "echo", []
-    httpd = HTTPServer(("127.0.0.1", 0), _Fake)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    _Fake.status, _Fake.mode = 200, "echo"
+    with fake_chat_server(_Fake.reply) as (url, requests):
+        _Fake.requests = requests
+        yield url
 
 
 def test_document_contains_sentence_and_is_cached(server, tmp_path):

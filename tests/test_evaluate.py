@@ -151,9 +151,7 @@ def test_finetune_then_evaluate_adapter_cli(tiny_model_dir, eval_file, tmp_path)
                  "--context-length", "1024", "--steps", "2", "--batch-size", "2", "--lr", "1e-2"]) == 0
     assert (run / "model" / "adapter_config.json").is_file() and (run / "summary.json").is_file()
     # The adapter folder evaluates directly: its base is rebuilt with the saved context extension.
-    from headlab.finetune import load_trained
-
-    model, _ = load_trained(run / "model")
+    model, _ = load_model(run / "model")
     assert model.config.max_position_embeddings == 1024
     # Plain transformers loads it too, given the saved overrides; both give the same logits.
     from transformers import AutoModelForCausalLM

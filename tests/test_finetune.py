@@ -10,8 +10,8 @@ from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
-from headlab.finetune import FinetuneConfig, PadCollator, attention_projection_names, finetune, load_trained
-from headlab.seam import load_tokenizer
+from headlab.finetune import FinetuneConfig, PadCollator, attention_projection_names, finetune
+from headlab.seam import load_model, load_tokenizer
 
 LENGTH = 280
 
@@ -103,7 +103,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_dir, train_file, tmp_pat
     # The adapter loads through from_pretrained's PEFT path and through headlab's loader.
     assert json.loads((tmp_path / "a" / "model" / "adapter_config.json").read_text())[
         "base_model_name_or_path"] == str(Path(tiny_model_dir).resolve())
-    model, _ = load_trained(tmp_path / "a" / "model")
+    model, _ = load_model(tmp_path / "a" / "model")
     assert not hasattr(model, "peft_config")
 
 
@@ -163,7 +163,7 @@ def test_bad_config_values(tiny_model_dir, train_file, tmp_path):
 def test_extension_overrides():
     from tiny import CONFIGS
 
-    from headlab.extension import extension_overrides, ntk_theta
+    from headlab.loading import extension_overrides, ntk_theta
 
     llama = CONFIGS["llama"]()[1]  # 512 positions, head dim 16, theta 10000
     ext = extension_overrides(llama, 2048)

@@ -29,7 +29,7 @@ from headlab.io import atomic_write_json
 
 def load_tokenizer(spec: str | None) -> Any:
     """A fast tokenizer from a tokenizer.json file or a local model folder (default: the shipped model's)."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from headlab import loading
 
     if spec is None:
         try:
@@ -38,15 +38,9 @@ def load_tokenizer(spec: str | None) -> Any:
             raise HeadlabError("no --tokenizer given and no shipped tiny model installed") from None
         spec = str(default_model_dir())
     path = Path(spec).expanduser()
-    if path.is_file() and path.suffix == ".json":
-        return PreTrainedTokenizerFast(tokenizer_file=str(path))
-    if not path.is_dir():
+    if not (path.is_dir() or (path.is_file() and path.suffix == ".json")):
         raise HeadlabError(f"{spec}: tokenizer not found (give a tokenizer.json or a local model folder)")
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HeadlabError(f"{spec}: cannot load tokenizer ({first})") from None
+    return loading.load_tokenizer(path)
 
 
 @dataclass(kw_only=True)

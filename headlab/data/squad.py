@@ -23,7 +23,7 @@ from headlab.data.example import DATASET, Document, TaskExample, citation_questi
 from headlab.data.loaders import _sub
 from headlab.data.spans import sentence_spans
 from headlab.data.task_prompts import encode_prompt, render_task_prompt
-from headlab.errors import HeadlabError, where
+from headlab.errors import HeadlabError, check_fields, where
 from headlab.io import read_json, require
 
 SQUAD_TASKS = ("mdqa", "citation")
@@ -56,10 +56,7 @@ class SquadConfig:
             ("split", self.split in SPLITS, f"one of {', '.join(SPLITS)}"),
             ("heldout_fraction", 0.0 < self.heldout_fraction < 1.0, "a fraction strictly between 0 and 1"),
         ]
-        for name, ok, wanted in checks:
-            if not ok:
-                raise HeadlabError(f"squad conversion: field '{name}' must be {wanted} "
-                                   f"(got {getattr(self, name)!r})")
+        check_fields("squad conversion", self, checks)
 
 
 @dataclass

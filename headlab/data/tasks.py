@@ -28,7 +28,7 @@ from headlab.data.needles import Needle, Plan, citation_plan, mdqa_plan, multiho
 from headlab.data.prompts import render_prompt
 from headlab.data.task_prompts import INSTRUCTIONS, encode_prompt, render_task_prompt
 from headlab.data.world import World
-from headlab.errors import HeadlabError
+from headlab.errors import HeadlabError, check_fields
 
 __all__ = ["GenConfig", "TaskExample", "generate_example", "generate_examples"]
 
@@ -66,10 +66,7 @@ class GenConfig:
             ("doc_sentences", 0 <= self.doc_sentences[0] <= self.doc_sentences[1], "min <= max, both >= 0"),
             ("max_support", self.max_support >= 1, ">= 1"),
         ]
-        for name, ok, wanted in checks:
-            if not ok:
-                raise HeadlabError(f"data generation: field '{name}' must be {wanted} "
-                                   f"(got {getattr(self, name)!r})")
+        check_fields("data generation", self, checks)
 
 
 @dataclass

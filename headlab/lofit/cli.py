@@ -69,9 +69,9 @@ def _load(model: ModelOptions):
 
 
 def _geometry(model_path: str):
-    from headlab.seam import head_geometry, load_model_config
+    from headlab.loading import inspect
 
-    return head_geometry(load_model_config(model_path))
+    return inspect(model_path).geometry
 
 
 def _select(model: ModelOptions, run: LofitData, config: SelectConfig) -> None:
@@ -225,9 +225,9 @@ def _eval(model: ModelOptions, run: LofitData, opts: EvalOptions) -> None:
         check_model_folder(Path(opts.lora), weights=True)  # adapter_model.bin (pickle) refused
     loaded, tokenizer = _load(model)
     if opts.lora:
-        from peft import PeftModel
+        from headlab.loading import attach_adapter
 
-        loaded = PeftModel.from_pretrained(loaded, opts.lora).eval()
+        loaded = attach_adapter(loaded, opts.lora)
     with apply_adapters(loaded, *adapters):
         if isinstance(records[0], MultipleChoice):
             result = evaluate_multiple_choice(loaded, tokenizer, records)

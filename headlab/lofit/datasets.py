@@ -21,14 +21,13 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from headlab.data.prompts import render_prompt
 from headlab.errors import HeadlabError, where
-from headlab.io import iter_jsonl, require
+from headlab.io import iter_jsonl, read_json, require
 
 
 @dataclass
@@ -70,15 +69,7 @@ def _read_json_or_jsonl(path: Path) -> list[tuple[int | None, Any]]:
         raise HeadlabError(f"{path}: file not found")
     if path.suffix == ".jsonl":
         return list(iter_jsonl(path))
-    from headlab.inputs import read_text
-
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
-    if not isinstance(data, list):
-        raise HeadlabError(f"{path}: expected a JSON list of records")
-    return [(None, d) for d in data]
+    return [(None, d) for d in read_json(path, expect=list)]
 
 
 def load_records(path: str | Path, tokenizer) -> list[Completion] | list[Preference]:

@@ -63,13 +63,10 @@ def _check_against_model(config, source: str) -> None:
     """What needs the base model's config (not its weights): checked before the first stage, not when the
     stage that needs it comes up minutes later."""
     from headlab.data.niah import check_lengths, length_limit
-    from headlab.model_check import check_model_source
-    from headlab.seam import load_model_config, max_positions
+    from headlab.loading import inspect
     from headlab.study.stages import base_model_path
 
-    base = base_model_path(config)
-    check_model_source(base, weights=True)
-    positions = max_positions(load_model_config(base))
+    positions = inspect(base_model_path(config), weights=True).max_positions  # weight files whole, too
     check_lengths(config.niah_lengths, length_limit(max(positions or 0, config.context_length) or None),
                   source, positions, "niah_lengths")
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.data.world import World
 from headlab.data.world_niah import niah_records
 from headlab.generate import greedy_generate
 from headlab.io import atomic_write_json, read_json
+from headlab.loading import load_model
 from headlab.toy.corpus import document
 
 
@@ -77,11 +77,7 @@ def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dic
 
 
 def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
-    from headlab.model_check import check_model_source
-
-    check_model_source(str(model_dir), weights=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    model, tok = load_model(model_dir)  # checked (whole safetensors, no pickle) before it loads
     quality = {"ppl_heldout_docs": round(perplexity(model, tok, "train"), 3),
                "ppl_heldout_names": round(perplexity(model, tok, "heldout"), 3),
                "niah": [niah_accuracy(model, tok, L, n) for L in lengths],

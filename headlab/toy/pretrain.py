@@ -162,11 +162,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     if cfg.init:
-        from headlab.model_check import check_model_source
+        from headlab.loading import load_model
 
-        check_model_source(cfg.init, weights=True)
-        tok = PreTrainedTokenizerFast.from_pretrained(cfg.init)
-        model = LlamaForCausalLM.from_pretrained(cfg.init)
+        model, tok = load_model(cfg.init)  # checked (whole safetensors, no pickle) before it loads
     else:
         tok = tok if tok is not None else train_tokenizer(cfg.seed, cfg.vocab_size, model_max_length=cfg.seq_len,
                                                           with_tasks=cfg.task_share > 0)

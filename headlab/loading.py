@@ -1,0 +1,449 @@
+"""The one loader: every model, tokenizer and config headlab reads comes through here.
+
+A model source is a local folder, a hub id, a GGUF file (`path/x.gguf`, or a folder plus `gguf_file`) or a
+PEFT adapter folder (adapter_config.json names its base; extension.json, when present, holds the context
+extension the adapter was trained under). `inspect(source)` reads what a command needs to check its inputs
+(tokenizer, config, head geometry, positions) without any weights; `load_weights(info, ...)` then loads the
+model once, in eval mode. An adapter is merged into its base on load, so every command sees one plain model,
+the same one a folder saved with `headlab finetune --merge` gives.
+
+    info = inspect("runs/ft/model")          # base config with the adapter's extension applied
+    check_lengths(probes, info.max_positions)
+    model = load_weights(info, device="cuda", dtype="bfloat16")
+    model, tokenizer = load_model("runs/ft/model")   # both at once
+
+Context extension lives here too, as config overrides: a longer max_position_embeddings and a RoPE change
+(transformers 5 keeps RoPE settings in `config.rope_parameters`). Fine-tuning computes them
+(`extension_overrides`) and saves them next to an adapter (EXTENSION_FILE), and the loader re-applies them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headlab.errors import HeadlabError
+from headlab.quiet import library_bars_off, peft_wrapping
+from headlab.seam import HeadGeometry, head_geometry
+
+ADAPTER_CONFIG = "adapter_config.json"
+EXTENSION_FILE = "extension.json"  # the extension overrides, saved next to a fine-tuned adapter
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+# --------------------------------------------------------------------------------------------------------
+# What a source holds, without its weights.
+
+
+@dataclass(frozen=True, eq=False)
+class ModelInfo:
+    """A model source read without its weights: enough to check a command's inputs before loading them.
+
+    For an adapter, `config` is its base's config with `overrides` (the adapter's extension) applied, i.e. the
+    config of the model `load_weights` builds; `base` is the base source's own ModelInfo."""
+
+    source: str                 # as the user named it
+    name: str                   # the folder or hub id its files come from (a GGUF file's folder)
+    config: Any                 # transformers config of the model load_weights builds
+    trust_remote_code: bool = False
+    gguf_file: str | None = None
+    adapter: Path | None = None  # the PEFT adapter folder, when the source is one
+    base: ModelInfo | None = None
+    overrides: dict = field(default_factory=dict)  # config overrides applied on top of the source's own config
+
+    @property
+    def geometry(self) -> HeadGeometry:
+        return head_geometry(self.config)
+
+    @property
+    def max_positions(self) -> int | None:
+        return max_positions(self.config)
+
+    @cached_property
+    def tokenizer(self):
+        """Loaded on first use: commands that need only the geometry never read it."""
+        if self.adapter is not None and not any((self.adapter / f).is_file() for f in _TOKENIZER_FILES):
+            return self.base.tokenizer  # an adapter saved without a tokenizer uses its base's
+        return _read_tokenizer(self.name, self.trust_remote_code, self.gguf_file)
+
+    def extended(self, overrides: dict) -> ModelInfo:
+        """The same source under more config overrides (a context extension to train with)."""
+        if not overrides:
+            return self
+        config = apply_overrides(copy.deepcopy(self.config), overrides)
+        return dataclasses.replace(self, config=config, overrides={**self.overrides, **overrides})
+
+
+def inspect(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None,
+            weights: bool = False) -> ModelInfo:
+    """Read a source's config (an adapter's: its base's, extended) without loading weights; with `weights`,
+    also check that the weight files are whole (safetensors headers read, pickle refused)."""
+    return _inspect(str(name_or_path), trust_remote_code, gguf_file, weights, ())
+
+
+def _inspect(source: str, trust_remote_code: bool, gguf_file: str | None, weights: bool,
+             chain: tuple[Path, ...]) -> ModelInfo:
+    folder = Path(source).expanduser()
+    if gguf_file is None and (folder / ADAPTER_CONFIG).is_file():
+        return _inspect_adapter(source, folder, trust_remote_code, weights, chain)
+    from transformers import AutoConfig
+
+    name, gguf = split_gguf(source, gguf_file)
+    config = _loading(name, lambda: AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **gguf),
+                      weights=weights, check=not gguf)
+    return ModelInfo(source, name, config, trust_remote_code, gguf.get("gguf_file"))
+
+
+def _inspect_adapter(source: str, folder: Path, trust_remote_code: bool, weights: bool,
+                     chain: tuple[Path, ...]) -> ModelInfo:
+    from headlab.io import read_json
+    from headlab.model_check import check_model_folder
+
+    check_model_folder(folder, weights)  # adapter_model.safetensors whole; adapter_model.bin refused
+    adapter = folder / ADAPTER_CONFIG
+    base_name = read_json(adapter).get("base_model_name_or_path")
+    if not base_name or not isinstance(base_name, str):
+        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' is missing")
+    chain = (*chain, folder.resolve())
+    if Path(base_name).expanduser().resolve() in chain:
+        raise HeadlabError(f"{adapter}: field 'base_model_name_or_path' ({base_name}) leads back to this adapter")
+    base = _inspect(base_name, trust_remote_code, None, weights, chain)
+    ext = folder / EXTENSION_FILE
+    overrides = read_json(ext) if ext.is_file() else {}
+    if not isinstance(overrides, dict):
+        raise HeadlabError(f"{ext}: expected a JSON object (config overrides)")
+    return ModelInfo(source, str(folder), base.config, trust_remote_code, adapter=folder, base=base).extended(
+        overrides)
+
+
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """The tokenizer of a local folder, hub id, GGUF file, adapter folder or tokenizer.json file, with a pad
+    token (EOS when it has none)."""
+    if gguf_file is None and (Path(str(name_or_path)).expanduser() / ADAPTER_CONFIG).is_file():
+        return inspect(name_or_path, trust_remote_code).tokenizer
+    return _read_tokenizer(name_or_path, trust_remote_code, gguf_file)
+
+
+def _read_tokenizer(name_or_path: str | Path, trust_remote_code: bool, gguf_file: str | None):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(str(name_or_path)).expanduser()
+    if path.suffix == ".json" and path.is_file():  # a bare tokenizer, as `headlab data` takes
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    else:
+        name, gguf = split_gguf(name_or_path, gguf_file)
+        tokenizer_only = (path.is_dir() and not (path / "config.json").is_file()  # a tokenizer saved on its own
+                          and any((path / f).is_file() for f in _TOKENIZER_FILES))
+        tokenizer = _loading(name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                                         **gguf), check=not (gguf or tokenizer_only))
+        if gguf:
+            _gguf_special_tokens(tokenizer, name, gguf["gguf_file"])
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_config(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """The transformers config alone (an adapter's: its base's with the extension applied)."""
+    return inspect(name_or_path, trust_remote_code, gguf_file).config
+
+
+def max_positions(config) -> int | None:
+    """The model's maximum position count (max_position_embeddings; n_positions for GPT-2)."""
+    return getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
+def default_attention(config) -> str:
+    """`sdpa` where it computes what the model does, else `eager`: sdpa cannot soft-cap attention logits (Gemma 2;
+    transformers 5.0 still offered sdpa there and silently skipped the cap)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if getattr(config.get_text_config(), "attn_logit_softcapping", None) is not None:
+        return "eager"
+    try:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except (KeyError, ValueError):  # remote code or an unknown config: let transformers decide
+        return "sdpa"
+    return "sdpa" if getattr(cls, "_supports_sdpa", True) else "eager"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Weights.
+
+
+def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False, gguf_file: str | None = None,
+               device_map: str | dict | None = None, max_memory: dict | None = None):
+    """Load a causal LM and its tokenizer from a local folder, hub id, GGUF file or adapter folder, in eval mode.
+
+    Returns (model, tokenizer). A path that looks local and does not exist is an error, never a hub query.
+    A GGUF file (`path/to/x.gguf`, or a folder plus `gguf_file`) is dequantized into an ordinary model; an
+    adapter is merged into its base, rebuilt under the adapter's context extension.
+    `device_map` ("auto", or module name -> device) spreads a model too large for one device over several
+    (and CPU, and disk) through accelerate's big-model loading; `device` is then unused (headlab/placement.py).
+    """
+    from headlab.placement import big_model_kwargs
+
+    big_model_kwargs(device_map, max_memory)  # bad placement options fail before anything is read
+    info = inspect(name_or_path, trust_remote_code, gguf_file)
+    model = load_weights(info, device, dtype, attn_implementation, device_map, max_memory)
+    return model, info.tokenizer
+
+
+def load_weights(info: ModelInfo, device: str = "cpu", dtype: str | torch.dtype = "float32",
+                 attn_implementation: str = "sdpa", device_map: str | dict | None = None,
+                 max_memory: dict | None = None) -> nn.Module:
+    """The model `info` describes, in eval mode (`model.train()` to train it): its config as `info.config` says,
+    adapters merged. Weight files are checked (whole, no pickle) before anything loads."""
+    from headlab.distributed import process_device
+    from headlab.placement import big_model_kwargs
+
+    placement = big_model_kwargs(device_map, max_memory)
+    if attn_implementation == "sdpa":
+        attn_implementation = default_attention(info.config)
+    adapters, root = [], info
+    while root.adapter is not None:
+        adapters.append(root.adapter)
+        root = root.base
+    if adapters and placement:
+        raise HeadlabError(f"{info.source}: --device-map needs a model folder; merge the adapter first "
+                           "(headlab finetune --merge)")
+    from headlab.model_check import check_model_folder
+
+    for folder in adapters:
+        check_model_folder(folder, weights=True)  # adapter_model.safetensors whole; adapter_model.bin refused
+    # The root's weights under the config the source describes: an adapter's extension, or a training one.
+    config = {"config": info.config} if info.overrides or info is not root else {}
+    gguf = {"gguf_file": root.gguf_file} if root.gguf_file else {}
+    weights = {**gguf, **_gguf_dequantized(gguf)} if gguf else _weights_kwargs()  # a GGUF file is not pickle
+    model = _loading(root.name, lambda: _from_pretrained(
+        root.name, dtype=_resolve_dtype(dtype), attn_implementation=attn_implementation,
+        trust_remote_code=root.trust_remote_code, **config, **placement, **weights), weights=True, check=not gguf)
+    if gguf:
+        model = _plain_model(model, attn_implementation)
+    for folder in reversed(adapters):  # innermost (trained on the root) first
+        model = _merged(model, folder)
+    if not placement:
+        model.to(process_device(device))  # under `accelerate launch`, cuda means this process's GPU
+    elif set((getattr(model, "hf_device_map", None) or {"": "disk"}).values()) == {"disk"}:
+        # Nothing left to compute on; transformers 5.0 even leaves such a model undispatched, on the meta device.
+        raise HeadlabError(f"{root.name}: the device map puts the whole model on disk; give the CPU or a GPU more "
+                           f"memory in --max-memory")
+    model.eval()
+    return model
+
+
+def attach_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
+    """`model` wrapped, unmerged, in the PEFT adapter saved in `folder` (eval mode): LoRA as a baseline whose
+    adapter weights stay separate (`headlab lofit eval --lora`)."""
+    from peft import PeftModel
+
+    from headlab.model_check import check_model_folder
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HeadlabError(f"{folder}: LoRA folder not found")
+    check_model_folder(folder, weights=True)  # adapter_model.bin (pickle) refused
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, str(folder)).eval()
+
+
+def _merged(model: nn.Module, folder: Path) -> nn.Module:
+    from peft import PeftModel
+
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+
+
+def _from_pretrained(name: str, **kwargs) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    with library_bars_off():  # no per-load "Loading weights" bar unless --verbose
+        return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise HeadlabError(f"unknown dtype '{dtype}' (choose from {', '.join(table)})")
+    return table[dtype]
+
+
+def _loading(name: str, load: Callable, weights: bool = False, check: bool = True):
+    """`load()`, after checking the source (local vs hub, config and safetensors whole, pickle refused), with
+    transformers' errors as one line. A GGUF file carries its own config and weights: split_gguf has checked it."""
+    from headlab.model_check import check_model_source
+
+    if check:
+        check_model_source(name, weights)
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+
+
+def _weights_kwargs() -> dict:
+    from headlab.model_check import pickle_allowed
+
+    return {} if pickle_allowed() else {"use_safetensors": True}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Context extension as config overrides ({"max_position_embeddings": 1024, "rope_parameters": {...}}).
+
+_NEEDS_ORIGINAL = ("yarn", "longrope", "llama3", "dynamic")  # rope types whose scaling needs the pretraining length
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def current_length(config) -> int:
+    n = getattr(_text_config(config), "max_position_embeddings", None)
+    if n is None:
+        raise HeadlabError(f"{type(config).__name__}: no max_position_embeddings, cannot extend its context")
+    return int(n)
+
+
+def ntk_theta(theta: float, scale: float, head_dim: int) -> float:
+    """NTK-aware RoPE base for a context `scale` times longer: theta * scale^(d / (d - 2)).
+
+    It keeps the lowest rotary frequency's wavelength growing with the context while barely moving the
+    highest frequencies, which carry local order (bloc97, 2023).
+    """
+    return float(theta * scale ** (head_dim / (head_dim - 2)))
+
+
+def extension_overrides(config, target_length: int | None, rope_theta: float | None = None,
+                        rope_scaling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Config attributes to set for a context of `target_length` tokens ({} when nothing changes).
+
+    `rope_theta` sets the RoPE base; `rope_scaling` (e.g. {"rope_type": "linear", "factor": 4}) is merged
+    into rope_parameters. With neither and a longer target, the base is raised by the NTK-aware rule.
+    """
+    text = _text_config(config)
+    original = current_length(config)
+    target = target_length or original
+    if target < 1:
+        raise HeadlabError(f"context extension: field 'context_length' must be positive, got {target}")
+    rope = copy.deepcopy(getattr(text, "rope_parameters", None))
+    if rope is None:
+        if target > original or rope_theta or rope_scaling:
+            raise HeadlabError(f"{type(config).__name__} has no rotary position embedding: its context "
+                               f"({original}) cannot be extended")
+        return {}
+    out: dict[str, Any] = {}
+    if target != original:
+        out["max_position_embeddings"] = target
+    if rope_scaling:
+        if "rope_type" not in rope_scaling:
+            raise HeadlabError("context extension: field 'rope_scaling' needs a 'rope_type' "
+                               "(linear, dynamic, yarn, llama3, longrope)")
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        known = ["default", *ROPE_INIT_FUNCTIONS]
+        if rope_scaling["rope_type"] not in known:
+            raise HeadlabError(f"context extension: field 'rope_scaling.rope_type' must be one of "
+                               f"{', '.join(known)} (got {rope_scaling['rope_type']!r})")
+        rope.update(rope_scaling)
+        if rope["rope_type"] in _NEEDS_ORIGINAL:
+            rope.setdefault("original_max_position_embeddings", original)
+    if rope_theta:
+        rope["rope_theta"] = float(rope_theta)
+    elif not rope_scaling and target > original:
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        rope["rope_theta"] = ntk_theta(rope.get("rope_theta", 10000.0), target / original, head_dim)
+    if rope != getattr(text, "rope_parameters", None):
+        out["rope_parameters"] = rope
+    return out
+
+
+def apply_overrides(config, overrides: dict[str, Any]):
+    """Set the overrides on the (text) config in place and return it."""
+    text = _text_config(config)
+    for key, value in overrides.items():
+        setattr(text, key, copy.deepcopy(value))
+    return config
+
+
+# --------------------------------------------------------------------------------------------------------
+# GGUF files, read by transformers' own GGUF support (the `gguf` package; pip install 'headlab[gguf]').
+
+
+def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, dict]:
+    """(folder or hub id, {"gguf_file": name} or {}): a path ending in .gguf names its folder and file."""
+    name = str(name_or_path)
+    if gguf_file is None and name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise HeadlabError(f"{name}: GGUF file not found")
+        name, gguf_file = str(path.parent), path.name
+    if gguf_file is None:
+        return name, {}
+    local = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(name).expanduser() / gguf_file
+    if Path(name).expanduser().is_dir() and not local.is_file():
+        raise HeadlabError(f"{local}: GGUF file not found")
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it; its own error names no install command)
+    except ImportError:
+        raise HeadlabError(f"{local}: reading GGUF needs the `gguf` package (pip install 'headlab[gguf]')") from None
+    return name, {"gguf_file": str(gguf_file)}
+
+
+def _gguf_special_tokens(tokenizer, folder: str, gguf_file: str) -> None:
+    """BOS and EOS as the file names them, and BOS prepended exactly when it says so (`add_bos_token`; llama.cpp's
+    default for a byte-level BPE vocabulary is no). transformers before about 5.13 swaps the two and reads such a
+    vocabulary as a Llama tokenizer that always prepends BOS, which would shift every position."""
+    from gguf import GGUFReader
+
+    path = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(folder).expanduser() / gguf_file
+    if not path.is_file():  # a hub file: transformers' own reading stands
+        return
+    fields = GGUFReader(str(path)).fields
+    vocab = fields["tokenizer.ggml.tokens"].contents() if "tokenizer.ggml.tokens" in fields else []
+    for role in ("bos", "eos"):
+        key = f"tokenizer.ggml.{role}_token_id"
+        if key in fields and int(fields[key].contents()) < len(vocab):
+            setattr(tokenizer, f"{role}_token", vocab[int(fields[key].contents())])
+    if "tokenizer.ggml.add_bos_token" in fields:
+        add_bos = bool(fields["tokenizer.ggml.add_bos_token"].contents())
+    else:
+        add_bos = "tokenizer.ggml.model" in fields and fields["tokenizer.ggml.model"].contents() != "gpt2"
+    if getattr(tokenizer, "add_bos_token", add_bos) != add_bos:
+        tokenizer.add_bos_token = add_bos
+
+
+def _gguf_dequantized(gguf: dict) -> dict:
+    """Ask for dense weights (transformers >= 5.24 otherwise keeps GGUF blocks, or warns that it cannot)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older transformers always dequantize
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)} if gguf else {}
+
+
+def _plain_model(model: nn.Module, attn_implementation: str) -> nn.Module:
+    """The same weights in a model without GGUF's quantizer attached: one that save_pretrained accepts (a
+    fine-tuned or merged model is saved), rebuilt from its config and state dict."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype,
+                                             attn_implementation=attn_implementation)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
