@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 from test_finetune import LENGTH
+from tiny import write_task_file
 
 from headlab.cli import main
-from headlab.data.example import Document, TaskExample, save_examples
-from headlab.data.tasks import GenConfig, generate_examples
+from headlab.data.example import Document, TaskExample
 from headlab.errors import HeadlabError
 from headlab.evaluate import EvalConfig, depth_bin, evaluate_examples, gold_depth, score_prediction, summarize
 from headlab.niah_sweep import NiahSweepConfig, niah_sweep, probe_score
@@ -50,12 +50,7 @@ def test_gold_depth():
 
 @pytest.fixture(scope="module")
 def eval_file(tmp_path_factory, tiny_model_dir):
-    from headlab.seam import load_tokenizer
-
-    path = tmp_path_factory.mktemp("evaldata") / "eval.jsonl"
-    save_examples(generate_examples(GenConfig("mdqa", "symbolic", "repetitive", n=3, length=LENGTH, seed=1,
-                                              doc_sentences=(0, 1)), load_tokenizer(tiny_model_dir)), path)
-    return path
+    return write_task_file(tmp_path_factory.mktemp("evaldata") / "eval.jsonl", tiny_model_dir, 3, LENGTH, seed=1)
 
 
 def test_evaluate_records_use_the_generated_text(tiny_model_dir, eval_file, monkeypatch):

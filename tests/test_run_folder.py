@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_finetune import LENGTH, CountSteps, StopAt, cfg
+from tiny import write_task_file
 
 from headlab.errors import HeadlabError
 from headlab.finetune import CHECKPOINT_MARKER, finetune
@@ -22,14 +23,7 @@ from headlab.study.pipeline import LOCK_FILE, Pipeline, Stage
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory, tiny_model_dir):
-    from headlab.data.example import save_examples
-    from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.seam import load_tokenizer
-
-    path = tmp_path_factory.mktemp("ftdata") / "train.jsonl"
-    save_examples(generate_examples(GenConfig("mdqa", "symbolic", "repetitive", n=4, length=LENGTH, seed=0,
-                                              doc_sentences=(0, 1)), load_tokenizer(tiny_model_dir)), path)
-    return path
+    return write_task_file(tmp_path_factory.mktemp("ftdata") / "train.jsonl", tiny_model_dir, 4, LENGTH, seed=0)
 
 
 HOLD = textwrap.dedent('''

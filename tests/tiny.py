@@ -152,3 +152,15 @@ def attention_tuned(model, arch: str, seed: int = 5):
             if any(k in name for k in ("q_proj", "k_proj", "v_proj", "qkv_proj", "c_attn")):
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
     return source
+
+
+def write_task_file(path, tokenizer_dir, n: int, length: int, seed: int):
+    """`n` small symbolic MDQA examples (repetitive haystack, at most one sentence per document) as a task JSONL
+    written with the tokenizer of `tokenizer_dir`: the training or evaluation file of CLI tests."""
+    from headlab.data.example import save_examples
+    from headlab.data.tasks import GenConfig, generate_examples
+    from headlab.seam import load_tokenizer
+
+    save_examples(generate_examples(GenConfig("mdqa", "symbolic", "repetitive", n=n, length=length, seed=seed,
+                                              doc_sentences=(0, 1)), load_tokenizer(tokenizer_dir)), path)
+    return path
