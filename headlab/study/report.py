@@ -176,6 +176,15 @@ def _knockout_bars(task: str, knocked: dict[str, dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _curve_section(page, results: dict, path: Path, title: str, xlabel: str, top_label: str, base_key: str,
+                   caption: str) -> None:
+    """The curve figure of the models (or variants) measured at more than one K; `title` may hold {n}."""
+    with_curves = {name: r for name, r in results.items() if len(r["curve"]) > 1}
+    if with_curves:
+        _curve_panels(title.format(n=first_n(with_curves)), with_curves, path, xlabel, top_label, base_key)
+        page.figure(path, caption)
+
+
 def _curve_panels(title: str, panels: dict[str, dict], path: Path, xlabel: str, top_label: str,
                   baseline_key: str) -> None:
     """One small plot per model: score vs K for the top heads and for random heads, 95% bands (Wu et al.)."""
@@ -344,12 +353,9 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
                         "vs each random set"],
                        [[m, k["k"], ci(k["baseline"]), ci(k["top"]), ci(k["random"]), *_row_diff(k["top_vs_random"]),
                          " ".join(MARK[d["verdict"]] for d in k["top_vs_random_each"])] for m, k in knocked.items()])
-            with_curves = {m: k for m, k in knocked.items() if len(k["curve"]) > 1}
-            if with_curves:
-                _curve_panels(f"{task}: knockout, top-K vs random K (95% bands, n={first_n(with_curves)})",
-                              with_curves, figures / f"knockout_curve_{task}.png", "K heads knocked out",
-                              "top-K retrieval heads", "baseline")
-                page.figure(figures / f"knockout_curve_{task}.png", f"{task}: score as heads are knocked out")
+            _curve_section(page, knocked, figures / f"knockout_curve_{task}.png",
+                           f"{task}: knockout, top-K vs random K (95% bands, n={{n}})", "K heads knocked out",
+                           "top-K retrieval heads", "baseline", f"{task}: score as heads are knocked out")
         patched = {v: p for v, p in t["patch"].items() if not p.get("skipped")}
         if patched:
             _patch_bars(task, t, figures / f"patching_{task}.png")
@@ -357,12 +363,9 @@ def write_report(ctx: StageContext, config: StudyConfig) -> None:
             page.table(["variant", "K", "unpatched", "set", "heads", "patched", "minus unpatched", "p", "verdict"],
                        [[v, p["k"], ci(p["target"]), name, st["size"], ci(st["score"]), *_row_diff(st["vs_target"])]
                         for v, p in patched.items() for name, st in p["sets"].items()])
-            with_curves = {v: p for v, p in patched.items() if len(p["curve"]) > 1}
-            if with_curves:
-                _curve_panels(f"{task}: patching the real-data model's top K vs random K (n={first_n(with_curves)})",
-                              with_curves, figures / f"patching_curve_{task}.png", "K heads patched",
-                              "top-K of the real-data model", "target")
-                page.figure(figures / f"patching_curve_{task}.png", f"{task}: score as heads are patched in")
+            _curve_section(page, patched, figures / f"patching_curve_{task}.png",
+                           f"{task}: patching the real-data model's top K vs random K (n={{n}})", "K heads patched",
+                           "top-K of the real-data model", "target", f"{task}: score as heads are patched in")
     page.heading("Needle in a haystack")
     if numbers["niah"]:
         _niah_lines(numbers["niah"], figures / "niah.png")
