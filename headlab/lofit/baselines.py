@@ -25,7 +25,10 @@ def train_lora(model, tokenizer, records: Sequence[Completion | Preference], con
     modules = list(targets or _LORA_TARGETS.get(model.config.model_type, _DEFAULT_TARGETS))
     torch.manual_seed(config.seed)  # LoRA initialises A randomly: same seed, same run
     lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules, lora_dropout=0.0, bias="none")
-    peft_model = get_peft_model(model, lora)
+    from headlab.quiet import peft_wrapping
+
+    with peft_wrapping():
+        peft_model = get_peft_model(model, lora)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     losses = train(peft_model, tokenizer, params, records, config, reference=reference, desc="lora")
     return peft_model.eval(), losses
