@@ -447,3 +447,24 @@ def _plain_model(model: nn.Module, attn_implementation: str) -> nn.Module:
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     return plain
+
+
+# --------------------------------------------------------------------------------------------------------
+# The model used when none is given: the tiny Llama headlab ships (headlab/assets; its recipe is headlab.toy).
+
+
+def default_model_dir() -> Path:
+    """Folder of the shipped checkpoint."""
+    # Path(__file__) rather than importlib.resources: the folder must be a real directory for
+    # from_pretrained, and setuptools installs package data as plain files next to the modules.
+    return Path(__file__).resolve().parent / "assets" / "tiny-llama"
+
+
+def model_or_default(path: str | None) -> str:
+    """`path` when given, else the shipped model's folder; a missing shipped model is a one-line error."""
+    if path:
+        return path
+    folder = default_model_dir()
+    if not (folder / "config.json").is_file():
+        raise HeadlabError(f"{folder}: the shipped tiny model is missing from this installation; pass --model")
+    return str(folder)

@@ -44,7 +44,7 @@ class ModelOptions:
     @property
     def path(self) -> str:
         """--model, or the shipped tiny model when none was given."""
-        from headlab.toy import model_or_default
+        from headlab.loading import model_or_default
 
         return model_or_default(self.model)
 

@@ -97,7 +97,7 @@ def make_backend(config: CotConfig) -> Backend:
 
     if config.endpoint:
         return EndpointBackend(config.endpoint, config.model, api_key=os.environ.get("OPENAI_API_KEY"))
-    from headlab.toy import model_or_default
+    from headlab.loading import model_or_default
 
     if config.threads:
         import torch

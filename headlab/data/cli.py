@@ -32,11 +32,7 @@ def load_tokenizer(spec: str | None) -> Any:
     from headlab import loading
 
     if spec is None:
-        try:
-            from headlab.toy import default_model_dir
-        except ImportError:
-            raise HeadlabError("no --tokenizer given and no shipped tiny model installed") from None
-        spec = str(default_model_dir())
+        spec = str(loading.default_model_dir())
     path = Path(spec).expanduser()
     if not (path.is_dir() or (path.is_file() and path.suffix == ".json")):
         raise HeadlabError(f"{spec}: tokenizer not found (give a tokenizer.json or a local model folder)")

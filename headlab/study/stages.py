@@ -48,7 +48,7 @@ def curve_ks(k: int) -> list[int]:
 
 
 def base_model_path(config: StudyConfig) -> str:
-    from headlab.toy import model_or_default
+    from headlab.loading import model_or_default
 
     return model_or_default(config.base_model)
 
