@@ -52,31 +52,27 @@ def _decode_reference(bare, edited, ids, mask, pos):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("mode,what", [("zero", "out"), ("uniform", "query")])
-def test_all_positions_match_edited_copy(arch, mode, what):
+@pytest.mark.parametrize("where", ["all", "decode"])
+def test_knockout_matches_an_edited_copy(arch, mode, what, where):
+    """`all`: every position equals a copy with the heads edited out; `decode`: only the last position does,
+    the prompt's are untouched."""
     model = build_model(arch)
     ids, mask, pos = padded_batch()
     base = _logits(model, ids, mask, pos)
-    with knockout(model, HEADS, mode=mode, where="all"):
+    with knockout(model, HEADS, mode=mode, where=where):
         got = _logits(model, ids, mask, pos)
-    expected = _logits(_edited(model, arch, HEADS, what), ids, mask, pos)
-    torch.testing.assert_close(got[1, 5:], expected[1, 5:], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-5)
-    assert (got - base).abs().max() > 1e-2
-    torch.testing.assert_close(_logits(model, ids, mask, pos), base)  # undone on exit
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("mode,what", [("zero", "out"), ("uniform", "query")])
-def test_decode_touches_only_the_last_position(arch, mode, what):
-    model = build_model(arch)
-    ids, mask, pos = padded_batch()
-    base = _logits(model, ids, mask, pos)
-    with knockout(model, HEADS, mode=mode, where="decode"):
-        got = _logits(model, ids, mask, pos)
-    torch.testing.assert_close(got[:, :-1], base[:, :-1])
-    expected = _decode_reference(model, _edited(model, arch, HEADS, what), ids, mask, pos)
-    torch.testing.assert_close(got[:, -1], expected, atol=1e-5, rtol=1e-5)
-    assert (got[:, -1] - base[:, -1]).abs().max() > 1e-2
+    edited = _edited(model, arch, HEADS, what)
+    if where == "all":
+        expected = _logits(edited, ids, mask, pos)
+        torch.testing.assert_close(got[1, 5:], expected[1, 5:], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-5)
+        assert (got - base).abs().max() > 1e-2
+        torch.testing.assert_close(_logits(model, ids, mask, pos), base)  # undone on exit
+    else:
+        torch.testing.assert_close(got[:, :-1], base[:, :-1])
+        expected = _decode_reference(model, edited, ids, mask, pos)
+        torch.testing.assert_close(got[:, -1], expected, atol=1e-5, rtol=1e-5)
+        assert (got[:, -1] - base[:, -1]).abs().max() > 1e-2
 
 
 def test_uniform_gqa_zeroes_the_query_head_not_its_kv_group():
