@@ -95,9 +95,21 @@ def _loading(name: str, load: Callable, weights: bool = False, gguf: bool = Fals
         check_model_source(name, weights)  # local vs hub, config and safetensors whole, pickle refused
     try:
         return load()
-    except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+    except _load_errors() as e:
+        lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+        # huggingface_hub's config validation says which field, then why, on a second line
+        why = " ".join(lines[:2]) if type(e).__name__.startswith("StrictDataclass") else lines[0]
+        raise HeadlabError(f"{name}: cannot load model ({why})") from None
+
+
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What transformers raises for a folder it cannot use; TypeError and huggingface_hub's validation error are
+    a config.json field of the wrong type (transformers 5 checks config fields strictly)."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub without strict configs
+        return (OSError, ValueError, TypeError)
+    return (OSError, ValueError, TypeError, StrictDataclassError)
 
 
 def _weights_kwargs() -> dict:

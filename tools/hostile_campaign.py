@@ -259,7 +259,7 @@ def build_fixtures(root: Path) -> dict[str, str]:
         f[name] = root / f"{name}.jsonl"
     for name, rec in {"gsm8k-nohash": {"question": "q", "answer": "4"},
                       "gsm8k-qint": {"question": 5, "answer": "#### 4"},
-                      "gsm8k-notnum": {"question": "q", "answer": "#### four"},
+                      "gsm8k-notnum": {"question": "q", "answer": "#### lots"},
                       "csqa-labels": {"question": {"stem": "s", "choices": [{"label": "B", "text": "x"}]},
                                       "answerKey": "B"}}.items():
         (root / f"{name}.jsonl").write_text(json.dumps(rec) + "\n")
@@ -327,7 +327,7 @@ def build_fixtures(root: Path) -> dict[str, str]:
     good = (root / "cotrun" / rel).read_bytes() if replies else b""
     (root / "cot-latin1" / rel).write_bytes(good[:20] + LATIN1 + b"\n")
     (root / "cot-empty" / rel).write_bytes(b"")
-    (root / "cot-truncated" / rel).write_bytes(good[: len(good) // 2])
+    (root / "cot-truncated" / rel).write_bytes(_truncate(good))
     (root / "cot-nofolder").mkdir()
     f["cot-nofolder"] = root / "cot-nofolder"
     for name in ("cotrun", "tuned", "tunedlora"):
@@ -635,7 +635,7 @@ def hostile_cases() -> list[Case]:
         for name, names in BROKEN_MODELS.items():
             if command in WEIGHTLESS and name in ("m-truncated", "m-garbage", "m-pickle", "m-noweights"):
                 continue  # these read no weights
-            if command == "data make" and name in ("m-badvocab", "m-arrayconfig"):
+            if command == "data make" and name in ("m-badvocab", "m-arrayconfig", "m-noconfig"):
                 continue  # a tokenizer folder needs no model config
             if command == "data make":
                 names = (name,)
@@ -643,7 +643,7 @@ def hostile_cases() -> list[Case]:
                 target=_out_of(command))
         for cid, path in MISTYPED.items():
             add(command, "mistyped-path", cid, _replace(BASE[command], opt, path),
-                (path.replace("{root}/", ""), "not found"), target=_out_of(command))
+                (path.replace("{root}/", "").removeprefix("./"), "not found"), target=_out_of(command))
     for source in ("--source", "--target"):
         for name in ("m-noconfig", "m-truncated", "m-pickle", "m-badconfig"):
             add("patch", "model-folder", f"{source[2:]}-{name}", _replace(BASE["patch"], source, "{" + name + "}"),
