@@ -181,6 +181,7 @@ CASES = [
     ("model-field-type-heads", "heads show {heads.json} --model {badtype}", ["badtype", "num_hidden_layers"]),
     ("cot-cache-file", "cot run --model {model} --data {gsm8k.jsonl} --cache {file.txt} --out {out}",
      ["--cache", "file.txt"]),
+    ("toy-eval-lengths-huge", "toy evaluate --model {model} --lengths 64 100000000", ["'lengths'", "too long"]),
     ("data-make-length-huge", "data make --task mdqa --length 100000000 --out {out}", ["'length'", "at most"]),
 ]
 

@@ -81,9 +81,15 @@ def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dic
 
 
 def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
+    from headlab.data.niah import check_lengths, length_limit
     from headlab.model_check import check_model_source
+    from headlab.seam import load_model_config, max_positions
 
     check_model_source(str(model_dir), weights=True)
+    # Lengths are checked against the model's positions before any weight is read: a typo such as
+    # 100000000 would otherwise build prompts until the machine's memory is gone.
+    positions = max_positions(load_model_config(model_dir))
+    check_lengths(lengths, length_limit(positions), "toy evaluate", positions, "lengths")
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     quality = {"ppl_heldout_docs": round(perplexity(model, tok, "train"), 3),
