@@ -216,10 +216,12 @@ def build_model(cfg: FinetuneConfig, config):
     """Load the weights under the extended config; wrap in LoRA when asked."""
     from transformers import AutoModelForCausalLM
 
-    from headlab.model_check import check_model_source
+    from headlab.model_check import check_lora_rank, check_model_source
     from headlab.seam import _resolve_dtype, _weights_kwargs
 
     check_model_source(cfg.model, weights=True)
+    if cfg.method == "lora":
+        check_lora_rank(cfg.lora_rank, config, "lora_rank")
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
     model = AutoModelForCausalLM.from_pretrained(cfg.model, config=config, dtype=_resolve_dtype(cfg.dtype),
                                                  trust_remote_code=cfg.trust_remote_code, **_weights_kwargs())

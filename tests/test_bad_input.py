@@ -58,6 +58,8 @@ def env(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
     (root / "mmlu_test.csv").write_bytes(b"What is caf\xe9?,a,b,c,d,A\n")
     (root / "huge_test.csv").write_text('q,a,b,c,d,A\n"' + "x" * 200_000 + '",a,b,c,d,A\n')  # past csv's field limit
     (root / "empty.jsonl").write_bytes(b"")
+    (root / "lofit.jsonl").write_text("".join(json.dumps({"prompt": f"Sky {w}. Sky", "completion": f" {w}"}) + "\n"
+                                              for w in ("blue", "grey")))
     (root / "gsm8k.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
     # Model folders broken in each way a download or a copy breaks them.
     for name in ("noconfig", "badconfig", "truncated", "pickle", "badtype"):
@@ -181,6 +183,12 @@ CASES = [
     ("model-field-type-heads", "heads show {heads.json} --model {badtype}", ["badtype", "num_hidden_layers"]),
     ("cot-cache-file", "cot run --model {model} --data {gsm8k.jsonl} --cache {file.txt} --out {out}",
      ["--cache", "file.txt"]),
+    ("lora-rank-huge", "finetune --model {model} --data {data} --lora-rank 100000000 --out {out}",
+     ["'lora_rank'", "hidden size"]),
+    ("lofit-lora-rank-huge", "lofit tune --model {model} --data {lofit.jsonl} --method lora --rank 100000000 "
+     "--out {out}", ["'rank'", "hidden size"]),
+    ("cot-resamples-0", "cot report {root} --resamples 0", ["--resamples", ">= 1"]),
+    ("study-num-cpus-0", "study --executor ray --num-cpus 0 --out {out}", ["--num-cpus", ">= 1"]),
     ("toy-eval-lengths-huge", "toy evaluate --model {model} --lengths 64 100000000", ["'lengths'", "too long"]),
     ("data-make-length-huge", "data make --task mdqa --length 100000000 --out {out}", ["'length'", "at most"]),
 ]
