@@ -9,6 +9,7 @@ transformers 5 keeps RoPE settings in `config.rope_parameters` (rope_type, rope_
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from headlab.errors import HeadlabError
@@ -68,6 +69,7 @@ def extension_overrides(config, target_length: int | None, rope_theta: float | N
         if rope_scaling["rope_type"] not in known:
             raise HeadlabError(f"context extension: field 'rope_scaling.rope_type' must be one of "
                                f"{', '.join(known)} (got {rope_scaling['rope_type']!r})")
+        _check_rope_numbers(rope_scaling)
         rope.update(rope_scaling)
         if rope["rope_type"] in _NEEDS_ORIGINAL:
             rope.setdefault("original_max_position_embeddings", original)
@@ -79,6 +81,25 @@ def extension_overrides(config, target_length: int | None, rope_theta: float | N
     if rope != getattr(text, "rope_parameters", None):
         out["rope_parameters"] = rope
     return out
+
+
+# rope_scaling fields that are numbers; the scale factors must also be positive. Checked here because
+# transformers only warns about them, then divides by a string or trains with a negative factor.
+_ROPE_NUMBERS = ("factor", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
+                 "original_max_position_embeddings", "mscale", "mscale_all_dim")
+_ROPE_POSITIVE = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def _check_rope_numbers(rope_scaling: dict[str, Any]) -> None:
+    for key in _ROPE_NUMBERS:
+        if key not in rope_scaling:
+            continue
+        value = rope_scaling[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise HeadlabError(f"context extension: field 'rope_scaling.{key}' must be a finite number "
+                               f"(got {value!r})")
+        if key in _ROPE_POSITIVE and value <= 0:
+            raise HeadlabError(f"context extension: field 'rope_scaling.{key}' must be positive (got {value!r})")
 
 
 def apply_overrides(config, overrides: dict[str, Any]):

@@ -285,12 +285,17 @@ def test_token_ids_outside_the_vocabulary_are_refused(tiny_model_dir, tmp_path, 
     assert "p.jsonl:1: field 'input_ids': token id 100000 is outside" in capsys.readouterr().err
 
 
-def test_unknown_rope_type_is_named(env, tmp_path, capsys):
+@pytest.mark.parametrize("scaling,fragment", [
+    ('{"rope_type": "warp"}', "field 'rope_scaling.rope_type' must be one of"),
+    ('{"rope_type": "linear", "factor": -2}', "field 'rope_scaling.factor' must be positive"),
+    ('{"rope_type": "linear", "factor": "big"}', "field 'rope_scaling.factor' must be a finite number"),
+])
+def test_bad_rope_scaling_is_named(env, tmp_path, capsys, scaling, fragment):
     argv = ["finetune", "--model", env["model"], "--data", env["data"], "--out", str(tmp_path / "out"),
-            "--context-length", "1024", "--rope-scaling", '{"rope_type": "warp"}']
+            "--context-length", "1024", "--rope-scaling", scaling]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "field 'rope_scaling.rope_type' must be one of" in err and "'warp'" in err
+    assert err.count("\n") == 1 and fragment in err, err
     assert not (tmp_path / "out").exists()
 
 

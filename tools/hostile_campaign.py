@@ -749,7 +749,7 @@ def hostile_cases() -> list[Case]:
                        ("rope-list", "[1,2]"), ("rope-factor-neg", '{"rope_type":"linear","factor":-2}'),
                        ("rope-factor-str", '{"rope_type":"linear","factor":"big"}')):
         add("finetune", "rope-scaling", cid, BASE["finetune"] + f" --context-length 512 --rope-scaling {value}",
-            ("rope_scaling",))
+            ("--rope-scaling|rope_scaling",))
 
     # -- Ctrl-C in a fresh process
     for command, argv in (("toy pretrain", "toy pretrain --steps 100000 --out {out}"),
