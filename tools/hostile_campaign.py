@@ -971,7 +971,10 @@ class Runner:
         if case.mode == "unprivileged" and os.geteuid() == 0:
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
             env["HOME"] = "/tmp"
-        proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A campaign started in the background (`... &`) inherits SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: the child gets SIGINT back to its default, as a terminal's process has it.
+        proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=_default_sigint)
         if case.mode == "sigint":
             _wait_for_cpu(proc.pid, seconds=12.0, limit_s=180)
             proc.send_signal(signal.SIGINT)
@@ -1017,6 +1020,10 @@ class Runner:
             o.failures.append("wrote")
         elif _stat_tree(self.root, self.outs) != fixtures_before:
             o.failures.append("wrote")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_cpu(pid: int, seconds: float, limit_s: float) -> None:
