@@ -168,6 +168,7 @@ class ProgressBar(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def attention_projection_names(model) -> list[str]:
@@ -353,10 +354,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     atomic_write_json(out / EXTENSION_FILE, overrides)
     trainer = Trainer(model=model, args=train_args, train_dataset=TokenDataset(rows),
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
+                      callbacks=[progress := ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # its per-log dict lines would break up the progress bar
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:  # on Ctrl-C the bar ends here, before `headlab: interrupted`, not after it at exit
+        progress.on_train_end(None, None, None)
     seconds = time.perf_counter() - t0
     if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback: no final model
         return {"stopped_at_step": trainer.state.global_step}

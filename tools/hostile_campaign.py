@@ -757,8 +757,8 @@ def hostile_cases() -> list[Case]:
     for command, argv in (("toy pretrain", "toy pretrain --steps 100000 --out {out}"),
                           ("finetune", _replace(BASE["finetune"], "--steps", "100000")),
                           ("niah", "niah --model {model} --lengths 200 --needles 50 --max-new-tokens 30 --out {out}"),
-                          ("detect", _replace(BASE["detect"].replace(" --probes {spec.json}", ""),
-                                              "--max-new-tokens", "50"))):
+                          ("detect", _replace(_replace(BASE["detect"].replace(" --probes {spec.json}", ""),
+                                                       "--max-new-tokens", "50"), "--batch-size", "1"))):
         add(command, "sigint", "ctrl-c", argv, ("interrupted",), mode="sigint")
     return cases
 
@@ -976,7 +976,7 @@ class Runner:
         proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=_default_sigint)
         if case.mode == "sigint":
-            _wait_for_cpu(proc.pid, seconds=12.0, limit_s=180)
+            _wait_for_cpu(proc.pid, seconds=9.0, limit_s=180)  # past the imports (~5 s of CPU), into the work
             proc.send_signal(signal.SIGINT)
         try:
             _, err = proc.communicate(timeout=case.timeout_s)
