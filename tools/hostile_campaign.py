@@ -112,6 +112,9 @@ def build_fixtures(root: Path) -> dict[str, str]:
     needle = {"needle": "The code is 7.", "question": "What is the code?", "answer": "7"}
     spec = {"haystack": ["text.txt"], "needles": [needle], "lengths": [96], "depths": [0.5]}
     atomic_write_json(root / "spec.json", spec)
+    needles = [{"needle": f"The code is {k}.", "question": "What is the code?", "answer": str(k)} for k in range(12)]
+    atomic_write_json(root / "spec-big.json", {**spec, "needles": needles, "lengths": [200],
+                                               "depths": [0.0, 0.25, 0.5, 0.75, 1.0]})  # 60 probes: a Ctrl-C target
     atomic_write_text(root / "spec.yaml", "haystack: [text.txt]\nneedles:\n  - {needle: 'The code is 7.', "
                                           "question: 'What is the code?', answer: '7'}\nlengths: [96]\n"
                                           "depths: [0.5]\n")
@@ -757,7 +760,7 @@ def hostile_cases() -> list[Case]:
     for command, argv in (("toy pretrain", "toy pretrain --steps 100000 --out {out}"),
                           ("finetune", _replace(BASE["finetune"], "--steps", "100000")),
                           ("niah", "niah --model {model} --lengths 200 --needles 50 --max-new-tokens 30 --out {out}"),
-                          ("detect", _replace(_replace(BASE["detect"].replace(" --probes {spec.json}", ""),
+                          ("detect", _replace(_replace(_replace(BASE["detect"], "--probes", "{spec-big.json}"),
                                                        "--max-new-tokens", "50"), "--batch-size", "1"))):
         add(command, "sigint", "ctrl-c", argv, ("interrupted",), mode="sigint")
     return cases
@@ -976,7 +979,7 @@ class Runner:
         proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=_default_sigint)
         if case.mode == "sigint":
-            _wait_for_cpu(proc.pid, seconds=9.0, limit_s=180)  # past the imports (~5 s of CPU), into the work
+            _wait_for_cpu(proc, seconds=9.0, limit_s=180)  # past the imports (~5 s of CPU), into the work
             proc.send_signal(signal.SIGINT)
         try:
             _, err = proc.communicate(timeout=case.timeout_s)
@@ -1026,13 +1029,13 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _wait_for_cpu(pid: int, seconds: float, limit_s: float) -> None:
+def _wait_for_cpu(proc: subprocess.Popen, seconds: float, limit_s: float) -> None:
     """Wait until the process has used `seconds` of CPU (past its imports, into the work) or `limit_s` passed."""
     tick = os.sysconf("SC_CLK_TCK")
     end = time.monotonic() + limit_s
-    while time.monotonic() < end:
+    while time.monotonic() < end and proc.poll() is None:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return
         if (int(fields[11]) + int(fields[12])) / tick >= seconds:
