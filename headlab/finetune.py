@@ -167,6 +167,7 @@ class ProgressBar(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def attention_projection_names(model) -> list[str]:
@@ -215,7 +216,10 @@ def prepare(cfg: FinetuneConfig):
 def build_model(cfg: FinetuneConfig, info):
     """Load the weights under the extended config (`prepare`); wrap in LoRA when asked."""
     from headlab.loading import load_weights
+    from headlab.model_check import check_lora_rank
 
+    if cfg.method == "lora":
+        check_lora_rank(cfg.lora_rank, info.config, "lora_rank")
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn at wrap time
     model = load_weights(info, dtype=cfg.dtype)  # eval mode, as from_pretrained gives; the Trainer sets train
     if cfg.method == "lora":
@@ -349,10 +353,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     atomic_write_json(out / EXTENSION_FILE, overrides)
     trainer = Trainer(model=model, args=train_args, train_dataset=TokenDataset(rows),
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
+                      callbacks=[progress := ProgressBar(), MarkCompleteCheckpoints(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # its per-log dict lines would break up the progress bar
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:  # on Ctrl-C the bar ends here, before `headlab: interrupted`, not after it at exit
+        progress.on_train_end(None, None, None)
     seconds = time.perf_counter() - t0
     if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback: no final model
         return {"stopped_at_step": trainer.state.global_step}

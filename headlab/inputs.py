@@ -43,16 +43,16 @@ def read_text(path: str | Path) -> str:
 # ---- output locations -----------------------------------------------------------------------------------
 
 
-def check_out(path: str | Path, kind: str = "folder") -> Path:
+def check_out(path: str | Path, kind: str = "folder", option: str = "--out") -> Path:
     """Refuse an output location that cannot be written before any work is done.
 
-    `kind` is "folder" (the command writes several files into it) or "file"."""
+    `kind` is "folder" (the command writes several files into it) or "file"; `option` names it to the user."""
     path = Path(path).expanduser()
     if path.exists():
         if kind == "folder" and not path.is_dir():
-            raise HeadlabError(f"{path}: exists and is not a folder (--out names the output folder)")
+            raise HeadlabError(f"{path}: exists and is not a folder ({option} names the output folder)")
         if kind == "file" and path.is_dir():
-            raise HeadlabError(f"{path}: is a folder (--out names the output file)")
+            raise HeadlabError(f"{path}: is a folder ({option} names the output file)")
     folder = path if kind == "folder" and path.is_dir() else path.parent
     while not folder.exists():  # the first existing ancestor is where the folders will be created
         folder = folder.parent
@@ -100,7 +100,8 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     **{name: (1, None, False) for name in (
         "batch_size", "max_new_tokens", "limit", "lora_rank", "rank", "n", "needles", "seeds", "k", "top_k",
         "depth_bins", "steps", "save_steps", "save_total_limit", "logging_steps", "grad_accum", "length",
-        "context_length", "lengths", "show", "max_support", "pool_size", "probes")},
+        "context_length", "lengths", "show", "max_support", "pool_size", "probes", "resamples", "num_cpus",
+        "cpus_per_stage")},
     **{name: (0, None, False) for name in (
         "seed", "warmup_steps", "warmup", "doc_sentences", "max_docs", "curve", "weight_decay", "l1",
         "max_filler", "threads", "answer_weight")},

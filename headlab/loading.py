@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -289,9 +290,21 @@ def _loading(name: str, load: Callable, weights: bool = False, check: bool = Tru
         check_model_source(name, weights)
     try:
         return load()
-    except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HeadlabError(f"{name}: cannot load model ({first_line})") from None
+    except _load_errors() as e:
+        lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+        # huggingface_hub's config validation says which field, then why, on a second line
+        why = " ".join(lines[:2]) if type(e).__name__.startswith("StrictDataclass") else lines[0]
+        raise HeadlabError(f"{name}: cannot load model ({why})") from None
+
+
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What transformers raises for a folder it cannot use; TypeError and huggingface_hub's validation error are
+    a config.json field of the wrong type (transformers 5 checks config fields strictly)."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub without strict configs
+        return (OSError, ValueError, TypeError)
+    return (OSError, ValueError, TypeError, StrictDataclassError)
 
 
 def _weights_kwargs() -> dict:
@@ -357,6 +370,7 @@ def extension_overrides(config, target_length: int | None, rope_theta: float | N
         if rope_scaling["rope_type"] not in known:
             raise HeadlabError(f"context extension: field 'rope_scaling.rope_type' must be one of "
                                f"{', '.join(known)} (got {rope_scaling['rope_type']!r})")
+        _check_rope_numbers(rope_scaling)
         rope.update(rope_scaling)
         if rope["rope_type"] in _NEEDS_ORIGINAL:
             rope.setdefault("original_max_position_embeddings", original)
@@ -368,6 +382,25 @@ def extension_overrides(config, target_length: int | None, rope_theta: float | N
     if rope != getattr(text, "rope_parameters", None):
         out["rope_parameters"] = rope
     return out
+
+
+# rope_scaling fields that are numbers; the scale factors must also be positive. Checked here because
+# transformers only warns about them, then divides by a string or trains with a negative factor.
+_ROPE_NUMBERS = ("factor", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
+                 "original_max_position_embeddings", "mscale", "mscale_all_dim")
+_ROPE_POSITIVE = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def _check_rope_numbers(rope_scaling: dict[str, Any]) -> None:
+    for key in _ROPE_NUMBERS:
+        if key not in rope_scaling:
+            continue
+        value = rope_scaling[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise HeadlabError(f"context extension: field 'rope_scaling.{key}' must be a finite number "
+                               f"(got {value!r})")
+        if key in _ROPE_POSITIVE and value <= 0:
+            raise HeadlabError(f"context extension: field 'rope_scaling.{key}' must be positive (got {value!r})")
 
 
 def apply_overrides(config, overrides: dict[str, Any]):

@@ -115,3 +115,11 @@ def _check_weights(path: Path, stem: str) -> None:
                 pass
         except (SafetensorError, OSError) as e:
             raise HeadlabError(f"{file}: truncated or corrupt safetensors ({str(e).splitlines()[0]})") from None
+
+
+def check_lora_rank(rank: int, config, field: str) -> None:
+    """A LoRA rank above the model's hidden size adds nothing a full update lacks, and a typo such as 100000000
+    would ask for gigabytes per adapted matrix: refused in one line before the adapters are built."""
+    hidden = getattr(config.get_text_config() if hasattr(config, "get_text_config") else config, "hidden_size", None)
+    if isinstance(hidden, int) and rank > hidden:
+        raise HeadlabError(f"field '{field}' must be at most the model's hidden size {hidden} (got {rank})")

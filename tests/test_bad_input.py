@@ -52,9 +52,20 @@ def env(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
         (root / f"{name}.json").write_text(json.dumps({**niah, "haystack": [hay], "lengths": lengths}))
     (root / "badspec.yaml").write_text("haystack: [text.txt]\nneedles: [\n")
     (root / "file.txt").write_text("I am a file")
+    # Found by tools/hostile_campaign.py: readers that bypassed the one text reader, empty inputs, a cache path.
+    (root / "bb" / "nav").mkdir(parents=True)
+    (root / "bb" / "nav" / "task.json").write_bytes(b'{"examples": [{"input": "caf\xe9", "target": "1"}]}')
+    (root / "mmlu_test.csv").write_bytes(b"What is caf\xe9?,a,b,c,d,A\n")
+    (root / "huge_test.csv").write_text('q,a,b,c,d,A\n"' + "x" * 200_000 + '",a,b,c,d,A\n')  # past csv's field limit
+    (root / "empty.jsonl").write_bytes(b"")
+    (root / "lofit.jsonl").write_text("".join(json.dumps({"prompt": f"Sky {w}. Sky", "completion": f" {w}"}) + "\n"
+                                              for w in ("blue", "grey")))
+    (root / "gsm8k.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
     # Model folders broken in each way a download or a copy breaks them.
-    for name in ("noconfig", "badconfig", "truncated", "pickle"):
+    for name in ("noconfig", "badconfig", "truncated", "pickle", "badtype"):
         shutil.copytree(model, root / name)
+    config = json.loads((root / "badtype" / "config.json").read_text())
+    (root / "badtype" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": "six"}))
     (root / "noconfig" / "config.json").unlink()
     (root / "badconfig" / "config.json").write_text("{not json")
     weights = root / "truncated" / "model.safetensors"
@@ -64,6 +75,7 @@ def env(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
     (root / "lora").mkdir()
     (root / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(model)}))
     torch.save({"w": torch.zeros(1)}, root / "lora" / "adapter_model.bin")
+    files["task.json"] = root / "bb" / "nav" / "task.json"
     return {**{k: str(v) for k, v in files.items()}, "root": str(root),
             **{p.stem if p.is_dir() else p.name: str(p) for p in root.iterdir()}}
 
@@ -158,6 +170,27 @@ CASES = [
     ("head-zeros", "heads show {zeros.json}", ["zeros.json", "'05-00'"]),
     ("head-arabic", "heads import {arabic.json} --out {out}", ["arabic.json", "head name"]),
     ("head-zeros-knockout", "knockout --heads {zeros.json} --out {out}", ["zeros.json", "'05-00'"]),
+    # -- found by tools/hostile_campaign.py
+    ("utf8-cot-bigbench", "cot run --model {model} --data {task.json} --out {out}", ["task.json", "byte 28"]),
+    ("utf8-cot-mmlu", "cot run --model {model} --data {mmlu_test.csv} --out {out}", ["mmlu_test.csv", "UTF-8"]),
+    ("csv-cot-mmlu", "cot run --model {model} --data {huge_test.csv} --out {out}", ["huge_test.csv:2", "CSV"]),
+    ("empty-data-show", "data show {empty.jsonl}", ["empty.jsonl", "no examples"]),
+    ("empty-data-evaluate", "evaluate --model {model} --data {empty.jsonl} --out {out}", ["empty.jsonl"]),
+    ("empty-convert-mdqa", "data convert {empty.jsonl} --format mdqa --out {out}", ["empty.jsonl", "no examples"]),
+    ("empty-convert-musique", "data convert {empty.jsonl} --format musique --out {out}",
+     ["empty.jsonl", "no answerable question"]),
+    ("model-field-type", "detect --model {badtype} --out {out}", ["badtype", "num_hidden_layers"]),
+    ("model-field-type-heads", "heads show {heads.json} --model {badtype}", ["badtype", "num_hidden_layers"]),
+    ("cot-cache-file", "cot run --model {model} --data {gsm8k.jsonl} --cache {file.txt} --out {out}",
+     ["--cache", "file.txt"]),
+    ("lora-rank-huge", "finetune --model {model} --data {data} --lora-rank 100000000 --out {out}",
+     ["'lora_rank'", "hidden size"]),
+    ("lofit-lora-rank-huge", "lofit tune --model {model} --data {lofit.jsonl} --method lora --rank 100000000 "
+     "--out {out}", ["'rank'", "hidden size"]),
+    ("cot-resamples-0", "cot report {root} --resamples 0", ["--resamples", ">= 1"]),
+    ("study-num-cpus-0", "study --executor ray --num-cpus 0 --out {out}", ["--num-cpus", ">= 1"]),
+    ("toy-eval-lengths-huge", "toy evaluate --model {model} --lengths 64 100000000", ["'lengths'", "too long"]),
+    ("data-make-length-huge", "data make --task mdqa --length 100000000 --out {out}", ["'length'", "at most"]),
 ]
 
 
@@ -253,12 +286,17 @@ def test_token_ids_outside_the_vocabulary_are_refused(tiny_model_dir, tmp_path, 
     assert "p.jsonl:1: field 'input_ids': token id 100000 is outside" in capsys.readouterr().err
 
 
-def test_unknown_rope_type_is_named(env, tmp_path, capsys):
+@pytest.mark.parametrize("scaling,fragment", [
+    ('{"rope_type": "warp"}', "field 'rope_scaling.rope_type' must be one of"),
+    ('{"rope_type": "linear", "factor": -2}', "field 'rope_scaling.factor' must be positive"),
+    ('{"rope_type": "linear", "factor": "big"}', "field 'rope_scaling.factor' must be a finite number"),
+])
+def test_bad_rope_scaling_is_named(env, tmp_path, capsys, scaling, fragment):
     argv = ["finetune", "--model", env["model"], "--data", env["data"], "--out", str(tmp_path / "out"),
-            "--context-length", "1024", "--rope-scaling", '{"rope_type": "warp"}']
+            "--context-length", "1024", "--rope-scaling", scaling]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "field 'rope_scaling.rope_type' must be one of" in err and "'warp'" in err
+    assert err.count("\n") == 1 and fragment in err, err
     assert not (tmp_path / "out").exists()
 
 

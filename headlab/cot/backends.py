@@ -136,7 +136,7 @@ class ResponseCache:
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
             return Reply(obj["text"], obj["tokens"])
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             return None  # a damaged entry is asked again and overwritten
 
     def put(self, key: str, reply: Reply, record: dict) -> None:

@@ -13,14 +13,16 @@ A bad file raises HeadlabError naming file, line (or example index) and field.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from headlab.errors import HeadlabError, where
-from headlab.io import iter_jsonl
+from headlab.inputs import read_text
+from headlab.io import iter_jsonl, read_json
 
 ANSWER_TYPES = ("mc", "number", "yesno", "text")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -158,10 +160,7 @@ def bigbench_item(ex: dict, i: int, name: str, category: str, path: Path, prefer
 
 
 def load_bigbench(path: Path, name: str | None = None, category: str | None = None) -> list[Item]:
-    try:
-        task = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HeadlabError(f"{where(path, e.lineno)}: invalid JSON ({e.msg})") from None
+    task = read_json(path)  # a located error for bytes that are not UTF-8 or not JSON
     examples = task.get("examples") if isinstance(task, dict) else None
     if not isinstance(examples, list) or not examples:
         raise HeadlabError(f"{path}: field 'examples' is missing or empty (a programmatic task has no task.json "
@@ -224,22 +223,34 @@ def mmlu_name(path: Path) -> str:
     return f"mmlu/{stem}"
 
 
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of a CSV file read through the one UTF-8 reader; a malformed row is one line."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise HeadlabError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        yield reader.line_num, row
+
+
 def load_mmlu(path: Path, name: str | None = None, category: str | None = None) -> list[Item]:
     name = name or mmlu_name(path)
     items = []
-    with path.open(encoding="utf-8", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) < 6:
-                raise HeadlabError(f"{path}:{lineno}: expected 6 columns (question, A, B, C, D, answer), "
-                                   f"got {len(row)}")
-            question, options, answer = row[0], row[1:-1], row[-1].strip().upper()
-            if answer not in LETTERS[:len(options)]:
-                raise HeadlabError(f"{path}:{lineno}: column {len(row)} (answer) must be a letter A-"
-                                   f"{LETTERS[len(options) - 1]}, got '{row[-1]}'")
-            items.append(Item(f"{name}:{len(items)}", name, category or "knowledge", "mc", question.strip(),
-                              [answer], [o.strip() for o in options]))
+    for lineno, row in _csv_rows(path):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 6:
+            raise HeadlabError(f"{path}:{lineno}: expected 6 columns (question, A, B, C, D, answer), "
+                               f"got {len(row)}")
+        question, options, answer = row[0], row[1:-1], row[-1].strip().upper()
+        if answer not in LETTERS[:len(options)]:
+            raise HeadlabError(f"{path}:{lineno}: column {len(row)} (answer) must be a letter A-"
+                               f"{LETTERS[len(options) - 1]}, got '{row[-1]}'")
+        items.append(Item(f"{name}:{len(items)}", name, category or "knowledge", "mc", question.strip(),
+                          [answer], [o.strip() for o in options]))
     return items
 
 

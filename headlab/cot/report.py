@@ -154,6 +154,8 @@ def write_report(folder: str | Path, resamples: int = RESAMPLES) -> dict:
     """Compute the summary and write summary.json, report.md, cot_gain.png and report.html into `folder`."""
     from headlab.study.html import Page
 
+    if not isinstance(resamples, int) or resamples < 1:  # an empty bootstrap has no interval to report
+        raise HeadlabError(f"cot report: field 'resamples' must be >= 1 (got {resamples!r})")
     folder = Path(folder)
     records, modes = load_records(folder)
     config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}

@@ -113,8 +113,12 @@ def _progress(done: int, total: int) -> None:
 
 def run_cot(config: CotConfig, out: str | Path, backend: Backend | None = None) -> Path:
     """Evaluate every item in every mode; returns the path of examples.jsonl."""
+    from headlab.inputs import check_out
+
     config.check()
     out = Path(out)
+    if config.cache:  # a cache path that cannot be a folder is refused before config.json is written
+        check_out(config.cache, "folder", "--cache")
     items, demos = load_items(config)
     backend = backend or make_backend(config)
     atomic_write_json(out / "config.json", {**asdict(config), "backend": backend.identity(), "items": len(items)})
@@ -159,7 +163,7 @@ def cached_solve(response: str, cache: ResponseCache, limits: SandboxLimits) -> 
     if path.is_file():
         try:
             return SandboxResult(**json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
             pass
     result = solve(response, limits)
     if result.status != "timeout":  # a timeout may be the machine's load, not the program: try it again next time

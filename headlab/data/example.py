@@ -146,14 +146,20 @@ def example_from_dict(obj: dict, path: str | Path = "<example>", lineno: int | N
 
 
 def load_examples(path: str | Path) -> list[TaskExample]:
-    """Read a task-example JSONL file, validating every line."""
-    return [example_from_dict(obj, path, lineno) for lineno, obj in iter_jsonl(path)]
+    """Read a task-example JSONL file, validating every line; a file with no example is an error, not []."""
+    examples = [example_from_dict(obj, path, lineno) for lineno, obj in iter_jsonl(path)]
+    if not examples:
+        raise HeadlabError(f"{path}: no examples (the file is empty)")
+    return examples
 
 
 def save_examples(examples: Iterable[TaskExample], path: str | Path) -> None:
     """Write examples as JSONL atomically (the whole file or nothing), each checked by the loader first: a
     converter never writes a file that `load_examples` would reject."""
     lines = []
+    examples = list(examples)
+    if not examples:  # load_examples refuses an empty file, so none is written
+        raise HeadlabError(f"no examples to write, so {path} was not written (is the input empty?)")
     for ex in examples:
         record = ex.to_dict()
         try:

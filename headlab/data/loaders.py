@@ -50,6 +50,13 @@ def _build(ex_id: str, task: str, question: str, answers: list[str], docs: list[
                        metadata)
 
 
+def _some(examples: list[TaskExample], path: str | Path, why: str) -> list[TaskExample]:
+    """A converter's input that yields nothing is bad input, named here rather than as an empty output file."""
+    if not examples:
+        raise HeadlabError(f"{path}: {why}")
+    return examples
+
+
 def load_mdqa(path: str | Path, limit: int | None = None) -> list[TaskExample]:
     """Lost-in-the-middle MDQA: the gold span is the gold document's first sentence naming an answer."""
     out = []
@@ -73,7 +80,7 @@ def load_mdqa(path: str | Path, limit: int | None = None) -> list[TaskExample]:
         out.append(_build(f"mdqa-{lineno}", "mdqa", question, answers, docs, spans, meta))
         if limit is not None and len(out) >= limit:
             break
-    return out
+    return _some(out, path, "no examples (the file is empty)")
 
 
 def load_musique(path: str | Path, limit: int | None = None) -> list[TaskExample]:
@@ -115,7 +122,7 @@ def load_musique(path: str | Path, limit: int | None = None) -> list[TaskExample
         out.append(_build(f"musique-{ex_id}", "multihop", question, answers, docs, spans, meta))
         if limit is not None and len(out) >= limit:
             break
-    return out
+    return _some(out, path, "no answerable question (the file is empty, or every one is unanswerable)")
 
 
 def load_summhay(path: str | Path, max_docs: int | None = 20, seed: int = 0,
@@ -164,4 +171,4 @@ def load_summhay(path: str | Path, max_docs: int | None = 20, seed: int = 0,
             out.append(ex)
             if limit is not None and len(out) >= limit:
                 return out
-    return out
+    return _some(out, path, "no insight is included in any document")

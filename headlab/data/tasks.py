@@ -39,6 +39,9 @@ class DocumentWriter(Protocol):
     def document(self, title: str, sentence: str) -> str: ...
 
 
+MAX_LENGTH = 1 << 20  # prompt tokens: 1M, as headlab.data.niah allows a model that states no maximum
+
+
 @dataclass
 class GenConfig:
     task: str
@@ -62,6 +65,8 @@ class GenConfig:
              f"one of {', '.join(HAYSTACK_DIVERSITIES)}"),
             ("n", self.n >= 0, "a count >= 0"),
             ("length", self.length > 0, "a positive number of tokens"),
+            # a typo such as 100000000 would build one prompt for hours; real models stop far below this
+            ("length", self.length <= MAX_LENGTH, f"at most {MAX_LENGTH} tokens"),
             ("depth", self.depth is None or 0.0 <= self.depth <= 1.0, "a fraction in [0, 1]"),
             ("doc_sentences", 0 <= self.doc_sentences[0] <= self.doc_sentences[1], "min <= max, both >= 0"),
             ("max_support", self.max_support >= 1, ">= 1"),

@@ -19,6 +19,9 @@ def train_lora(model, tokenizer, records: Sequence[Completion | Preference], con
     """Wrap `model` with LoRA (PEFT) and train it with the shared loop; returns (peft model, loss per step)."""
     from peft import LoraConfig, get_peft_model
 
+    from headlab.model_check import check_lora_rank
+
+    check_lora_rank(rank, model.config, "rank")
     reference = None
     if isinstance(records[0], Preference):  # the reference is the model before LoRA
         reference = reference_logprobs(model, tokenizer, records, config.batch_size)

@@ -77,6 +77,13 @@ def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dic
 
 
 def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
+    from headlab.data.niah import check_lengths, length_limit
+    from headlab.loading import inspect
+
+    # Lengths are checked against the model's positions before any weight is read: a typo such as
+    # 100000000 would otherwise build prompts until the machine's memory is gone.
+    positions = inspect(model_dir).max_positions
+    check_lengths(lengths, length_limit(positions), "toy evaluate", positions, "lengths")
     model, tok = load_model(model_dir)  # checked (whole safetensors, no pickle) before it loads
     quality = {"ppl_heldout_docs": round(perplexity(model, tok, "train"), 3),
                "ppl_heldout_names": round(perplexity(model, tok, "heldout"), 3),
