@@ -131,6 +131,15 @@ def commands() -> list[Command]:
     ]
 
 
+def build_cli() -> Cli:
+    """The whole command line (`build_cli().parser` is its argparse tree, walked by tools/hostile_campaign.py)."""
+    return Cli("headlab", __doc__.splitlines()[0], commands(), GROUPS)
+
+
+def build_parser():
+    return build_cli().parser
+
+
 def run(argv: list[str] | None = None) -> None:
     """Parse and run one command; bad input raises HeadlabError (main prints it)."""
     import contextlib
@@ -138,7 +147,7 @@ def run(argv: list[str] | None = None) -> None:
 
     from headlab.io import staged_folder
 
-    command, values, verbose = Cli("headlab", __doc__.splitlines()[0], commands(), GROUPS).parse(argv)
+    command, values, verbose = build_cli().parse(argv)
     quiet_libraries(verbose)
     if values.get("allow_pickle"):
         from headlab.model_check import allow_pickle

@@ -65,7 +65,7 @@ def compare_head_files(paths: list[str | Path], reference: str | Path | None = N
     if downstream is not None and reference is None:
         raise HeadlabError("compare: downstream scores need a reference head set (--reference)")
     if downstream is not None and len(downstream) != len(paths):
-        raise HeadlabError(f"compare: {len(downstream)} downstream scores for {len(paths)} head-score files")
+        raise HeadlabError(f"--scores: {len(downstream)} scores given for {len(paths)} head-score files")
     labels = [label_of(p) for p in paths]
     means = [read_means(p) for p in paths]
     out: dict = {"files": [str(p) for p in paths], "labels": labels,

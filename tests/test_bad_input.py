@@ -189,6 +189,10 @@ CASES = [
      "--out {out}", ["'rank'", "hidden size"]),
     ("cot-resamples-0", "cot report {root} --resamples 0", ["--resamples", ">= 1"]),
     ("study-num-cpus-0", "study --executor ray --num-cpus 0 --out {out}", ["--num-cpus", ">= 1"]),
+    ("study-ray-option-sequential", "study --cpus-per-stage 2 --out {out}", ["--cpus-per-stage", "--executor ray"]),
+    ("compare-scores-count", "compare {heads.json} {heads.json} {heads.json} --reference {heads.json} "
+     "--scores 0.1 0.2 --out {out}",
+     ["--scores", "2 scores given for 3"]),
     ("toy-eval-lengths-huge", "toy evaluate --model {model} --lengths 64 100000000", ["'lengths'", "too long"]),
     ("data-make-length-huge", "data make --task mdqa --length 100000000 --out {out}", ["'length'", "at most"]),
 ]

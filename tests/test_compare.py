@@ -79,7 +79,7 @@ def test_cli_writes_results_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--scores", "0.1", "0.2"], "2 downstream scores for 3"),
+    (["--scores", "0.1", "0.2"], "--scores: 2 scores given for 3"),
     (["--scores", "0.1", "0.2", "0.3", "--no-ref"], "need a reference"),
     (["--bad-file"], "not a head name"),
     (["--missing"], "file not found"),

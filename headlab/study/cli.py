@@ -38,8 +38,10 @@ def _study(model: ModelOptions, opts: StudyOptions) -> None:
 
     if launched():  # every process would run the whole study into the same folder
         raise HeadlabError("study: run it without accelerate launch/torchrun; --executor ray uses several GPUs")
-    if opts.executor != "ray" and (opts.address or opts.num_cpus):
-        raise HeadlabError("study: --address and --num-cpus need --executor ray")
+    ray_only = [f"--{name.replace('_', '-')}" for name in ("address", "num_cpus", "cpus_per_stage")
+                if name in given(opts)]
+    if opts.executor != "ray" and ray_only:
+        raise HeadlabError(f"study: {' and '.join(ray_only)} need --executor ray")
     # --device and --dtype override the preset or config file only when given.
     chosen = {name: getattr(model, name) if name in given(model) else None for name in ("device", "dtype")}
     config = build_config(opts.preset, opts.config, base_model=model.model, seed=opts.seed, **chosen)
