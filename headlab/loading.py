@@ -12,16 +12,14 @@ the same one a folder saved with `headlab finetune --merge` gives.
     model = load_weights(info, device="cuda", dtype="bfloat16")
     model, tokenizer = load_model("runs/ft/model")   # both at once
 
-Context extension lives here too, as config overrides: a longer max_position_embeddings and a RoPE change
-(transformers 5 keeps RoPE settings in `config.rope_parameters`). Fine-tuning computes them
-(`extension_overrides`) and saves them next to an adapter (EXTENSION_FILE), and the loader re-applies them.
+Beside it: `extension.py` (context extension as config overrides, which fine-tuning saves next to an adapter as
+EXTENSION_FILE and the loader re-applies) and `gguf_input.py` (GGUF files).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,6 +30,13 @@ import torch
 from torch import nn
 
 from headlab.errors import HeadlabError
+from headlab.extension import (  # noqa: F401  (re-exported: the loader is where callers find them)
+    apply_overrides,
+    current_length,
+    extension_overrides,
+    ntk_theta,
+)
+from headlab.gguf_input import _gguf_dequantized, _gguf_special_tokens, _plain_model, split_gguf
 from headlab.quiet import library_bars_off, peft_wrapping
 from headlab.seam import HeadGeometry, head_geometry
 
@@ -311,175 +316,6 @@ def _weights_kwargs() -> dict:
     from headlab.model_check import pickle_allowed
 
     return {} if pickle_allowed() else {"use_safetensors": True}
-
-
-# --------------------------------------------------------------------------------------------------------
-# Context extension as config overrides ({"max_position_embeddings": 1024, "rope_parameters": {...}}).
-
-_NEEDS_ORIGINAL = ("yarn", "longrope", "llama3", "dynamic")  # rope types whose scaling needs the pretraining length
-
-
-def _text_config(config):
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
-def current_length(config) -> int:
-    n = getattr(_text_config(config), "max_position_embeddings", None)
-    if n is None:
-        raise HeadlabError(f"{type(config).__name__}: no max_position_embeddings, cannot extend its context")
-    return int(n)
-
-
-def ntk_theta(theta: float, scale: float, head_dim: int) -> float:
-    """NTK-aware RoPE base for a context `scale` times longer: theta * scale^(d / (d - 2)).
-
-    It keeps the lowest rotary frequency's wavelength growing with the context while barely moving the
-    highest frequencies, which carry local order (bloc97, 2023).
-    """
-    return float(theta * scale ** (head_dim / (head_dim - 2)))
-
-
-def extension_overrides(config, target_length: int | None, rope_theta: float | None = None,
-                        rope_scaling: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Config attributes to set for a context of `target_length` tokens ({} when nothing changes).
-
-    `rope_theta` sets the RoPE base; `rope_scaling` (e.g. {"rope_type": "linear", "factor": 4}) is merged
-    into rope_parameters. With neither and a longer target, the base is raised by the NTK-aware rule.
-    """
-    text = _text_config(config)
-    original = current_length(config)
-    target = target_length or original
-    if target < 1:
-        raise HeadlabError(f"context extension: field 'context_length' must be positive, got {target}")
-    rope = copy.deepcopy(getattr(text, "rope_parameters", None))
-    if rope is None:
-        if target > original or rope_theta or rope_scaling:
-            raise HeadlabError(f"{type(config).__name__} has no rotary position embedding: its context "
-                               f"({original}) cannot be extended")
-        return {}
-    out: dict[str, Any] = {}
-    if target != original:
-        out["max_position_embeddings"] = target
-    if rope_scaling:
-        if "rope_type" not in rope_scaling:
-            raise HeadlabError("context extension: field 'rope_scaling' needs a 'rope_type' "
-                               "(linear, dynamic, yarn, llama3, longrope)")
-        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-        known = ["default", *ROPE_INIT_FUNCTIONS]
-        if rope_scaling["rope_type"] not in known:
-            raise HeadlabError(f"context extension: field 'rope_scaling.rope_type' must be one of "
-                               f"{', '.join(known)} (got {rope_scaling['rope_type']!r})")
-        _check_rope_numbers(rope_scaling)
-        rope.update(rope_scaling)
-        if rope["rope_type"] in _NEEDS_ORIGINAL:
-            rope.setdefault("original_max_position_embeddings", original)
-    if rope_theta:
-        rope["rope_theta"] = float(rope_theta)
-    elif not rope_scaling and target > original:
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        rope["rope_theta"] = ntk_theta(rope.get("rope_theta", 10000.0), target / original, head_dim)
-    if rope != getattr(text, "rope_parameters", None):
-        out["rope_parameters"] = rope
-    return out
-
-
-# rope_scaling fields that are numbers; the scale factors must also be positive. Checked here because
-# transformers only warns about them, then divides by a string or trains with a negative factor.
-_ROPE_NUMBERS = ("factor", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
-                 "original_max_position_embeddings", "mscale", "mscale_all_dim")
-_ROPE_POSITIVE = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-
-
-def _check_rope_numbers(rope_scaling: dict[str, Any]) -> None:
-    for key in _ROPE_NUMBERS:
-        if key not in rope_scaling:
-            continue
-        value = rope_scaling[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise HeadlabError(f"context extension: field 'rope_scaling.{key}' must be a finite number "
-                               f"(got {value!r})")
-        if key in _ROPE_POSITIVE and value <= 0:
-            raise HeadlabError(f"context extension: field 'rope_scaling.{key}' must be positive (got {value!r})")
-
-
-def apply_overrides(config, overrides: dict[str, Any]):
-    """Set the overrides on the (text) config in place and return it."""
-    text = _text_config(config)
-    for key, value in overrides.items():
-        setattr(text, key, copy.deepcopy(value))
-    return config
-
-
-# --------------------------------------------------------------------------------------------------------
-# GGUF files, read by transformers' own GGUF support (the `gguf` package; pip install 'headlab[gguf]').
-
-
-def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, dict]:
-    """(folder or hub id, {"gguf_file": name} or {}): a path ending in .gguf names its folder and file."""
-    name = str(name_or_path)
-    if gguf_file is None and name.endswith(".gguf"):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise HeadlabError(f"{name}: GGUF file not found")
-        name, gguf_file = str(path.parent), path.name
-    if gguf_file is None:
-        return name, {}
-    local = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(name).expanduser() / gguf_file
-    if Path(name).expanduser().is_dir() and not local.is_file():
-        raise HeadlabError(f"{local}: GGUF file not found")
-    try:
-        import gguf  # noqa: F401  (transformers' GGUF reader needs it; its own error names no install command)
-    except ImportError:
-        raise HeadlabError(f"{local}: reading GGUF needs the `gguf` package (pip install 'headlab[gguf]')") from None
-    return name, {"gguf_file": str(gguf_file)}
-
-
-def _gguf_special_tokens(tokenizer, folder: str, gguf_file: str) -> None:
-    """BOS and EOS as the file names them, and BOS prepended exactly when it says so (`add_bos_token`; llama.cpp's
-    default for a byte-level BPE vocabulary is no). transformers before about 5.13 swaps the two and reads such a
-    vocabulary as a Llama tokenizer that always prepends BOS, which would shift every position."""
-    from gguf import GGUFReader
-
-    path = Path(gguf_file) if Path(gguf_file).is_absolute() else Path(folder).expanduser() / gguf_file
-    if not path.is_file():  # a hub file: transformers' own reading stands
-        return
-    fields = GGUFReader(str(path)).fields
-    vocab = fields["tokenizer.ggml.tokens"].contents() if "tokenizer.ggml.tokens" in fields else []
-    for role in ("bos", "eos"):
-        key = f"tokenizer.ggml.{role}_token_id"
-        if key in fields and int(fields[key].contents()) < len(vocab):
-            setattr(tokenizer, f"{role}_token", vocab[int(fields[key].contents())])
-    if "tokenizer.ggml.add_bos_token" in fields:
-        add_bos = bool(fields["tokenizer.ggml.add_bos_token"].contents())
-    else:
-        add_bos = "tokenizer.ggml.model" in fields and fields["tokenizer.ggml.model"].contents() != "gpt2"
-    if getattr(tokenizer, "add_bos_token", add_bos) != add_bos:
-        tokenizer.add_bos_token = add_bos
-
-
-def _gguf_dequantized(gguf: dict) -> dict:
-    """Ask for dense weights (transformers >= 5.24 otherwise keeps GGUF blocks, or warns that it cannot)."""
-    try:
-        from transformers import GgufConfig
-    except ImportError:  # older transformers always dequantize
-        return {}
-    return {"quantization_config": GgufConfig(dequantize=True)} if gguf else {}
-
-
-def _plain_model(model: nn.Module, attn_implementation: str) -> nn.Module:
-    """The same weights in a model without GGUF's quantizer attached: one that save_pretrained accepts (a
-    fine-tuned or merged model is saved), rebuilt from its config and state dict."""
-    from transformers import AutoModelForCausalLM
-
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype,
-                                             attn_implementation=attn_implementation)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    return plain
 
 
 # --------------------------------------------------------------------------------------------------------
