@@ -168,15 +168,43 @@ def run(argv: list[str] | None = None) -> None:
             sys.stdout.write(printed.getvalue().replace(str(stage), str(final)))
 
 
+class _StderrLineEnd:
+    """sys.stderr as it was, remembering whether the last text written ended a line: a progress bar interrupted
+    mid-line gets a newline before `headlab: interrupted`, so that message stays a line of its own."""
+
+    def __init__(self, inner):
+        self._inner, self.at_line_start = inner, True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self._inner.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+def _close_progress_bars() -> None:
+    """End the bars an interrupted command left open now, so that they are not redrawn after the last line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    stderr = sys.stderr = _StderrLineEnd(sys.stderr)
     try:
         run(argv)
     except HeadlabError as e:
-        print(f"headlab: error: {e}", file=sys.stderr)
+        print(f"{'' if stderr.at_line_start else chr(10)}headlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # one line, not a traceback; 130 = 128 + SIGINT, as shells report it
-        print("headlab: interrupted", file=sys.stderr)
+        _close_progress_bars()
+        print(f"{'' if stderr.at_line_start else chr(10)}headlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stderr = stderr._inner
     return 0
 
 

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -978,17 +979,30 @@ class Runner:
         # KeyboardInterrupt handler: the child gets SIGINT back to its default, as a terminal's process has it.
         proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=_default_sigint)
+        chunks: list[bytes] = []
+        started = threading.Event()
+
+        def read_stderr() -> None:  # a progress bar ("...%|") means the command is past its set-up, into the work
+            for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+                chunks.append(chunk)
+                if b"%|" in chunk:
+                    started.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
         if case.mode == "sigint":
-            _wait_for_cpu(proc, seconds=9.0, limit_s=180)  # past the imports (~5 s of CPU), into the work
+            started.wait(timeout=180)
             proc.send_signal(signal.SIGINT)
         try:
-            _, err = proc.communicate(timeout=case.timeout_s)
+            proc.wait(timeout=case.timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, err = proc.communicate()
-            return None, err.decode("utf-8", "replace") + f"\n[campaign] no exit within {case.timeout_s} s"
+            proc.wait()
+            reader.join()
+            return None, b"".join(chunks).decode("utf-8", "replace") + f"\n[campaign] no exit within {case.timeout_s} s"
+        reader.join()
         rc = proc.returncode
-        return (rc if rc >= 0 else 128 - rc), err.decode("utf-8", "replace")
+        return (rc if rc >= 0 else 128 - rc), b"".join(chunks).decode("utf-8", "replace")
 
     def _judge(self, o: Outcome, target: Path, before, fixtures_before, attempts: list[str]) -> None:
         case = o.case
@@ -1027,20 +1041,6 @@ class Runner:
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _wait_for_cpu(proc: subprocess.Popen, seconds: float, limit_s: float) -> None:
-    """Wait until the process has used `seconds` of CPU (past its imports, into the work) or `limit_s` passed."""
-    tick = os.sysconf("SC_CLK_TCK")
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end and proc.poll() is None:
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return
-        if (int(fields[11]) + int(fields[12])) / tick >= seconds:
-            return
-        time.sleep(0.2)
 
 
 # ---- the report -------------------------------------------------------------------------------------------
