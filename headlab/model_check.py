@@ -86,9 +86,25 @@ def check_model_folder(path: Path, weights: bool = True) -> None:
     config = path / "config.json"
     if not config.is_file():
         raise HeadlabError(f"{path}: not a model folder (no config.json)")
-    read_json(config, expect=dict)
+    _check_sizes(config, read_json(config, expect=dict))
     if weights:
         _check_weights(path, "model")
+
+
+# Sizes every causal LM config states; transformers from 5.x on validates their types, older 5.0 does not and
+# fails later with a message that names no field.
+_SIZES = ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim",
+          "intermediate_size", "vocab_size", "max_position_embeddings")
+
+
+def _check_sizes(path: Path, config: dict) -> None:
+    for section in (config, config.get("text_config")):
+        if not isinstance(section, dict):
+            continue
+        for key in _SIZES:
+            value = section.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise HeadlabError(f"{path}: field '{key}' must be a positive integer (got {value!r})")
 
 
 def _check_weights(path: Path, stem: str) -> None:
