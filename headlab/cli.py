@@ -180,6 +180,10 @@ class _StderrLineEnd:
             self.at_line_start = text.endswith("\n")
         return self._inner.write(text)
 
+    def new_line(self) -> str:
+        """What to write first so that the next text starts a line."""
+        return "" if self.at_line_start else "\n"
+
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
@@ -197,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(argv)
     except HeadlabError as e:
-        print(f"{'' if stderr.at_line_start else chr(10)}headlab: error: {e}", file=sys.stderr)
+        print(stderr.new_line() + f"headlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # one line, not a traceback; 130 = 128 + SIGINT, as shells report it
         _close_progress_bars()
-        print(f"{'' if stderr.at_line_start else chr(10)}headlab: interrupted", file=sys.stderr)
+        print(stderr.new_line() + "headlab: interrupted", file=sys.stderr)
         return 130
     finally:
         sys.stderr = stderr._inner

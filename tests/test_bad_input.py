@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from headlab.cli import main
+from headlab.errors import HeadlabError
 
 BAD_UTF8 = b'{"id": "a", "text": "caf\xe9"}\n'
 
@@ -270,6 +271,25 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
     (tmp_path / "h.json").write_text(json.dumps({"0-0": [1.0]}))
     assert cli.main(["heads", "show", str(tmp_path / "h.json")]) == 130
     assert capsys.readouterr().err == "headlab: interrupted\n"
+
+
+@pytest.mark.parametrize("raised, code, last", [(KeyboardInterrupt(), 130, "headlab: interrupted"),
+                                                (HeadlabError("h.json: broken"), 2, "headlab: error: h.json: broken")])
+def test_a_line_left_mid_progress_bar_is_ended_before_the_message(monkeypatch, capsys, tmp_path, raised, code,
+                                                                   last):
+    import sys
+
+    import headlab.cli as cli
+    import headlab.heads
+
+    def half_a_bar(*_, **__):
+        sys.stderr.write("\rreading:  50%|#####     | 1/2")  # a progress bar leaves the cursor mid-line
+        raise raised
+
+    monkeypatch.setattr(headlab.heads, "load_scores", half_a_bar)
+    (tmp_path / "h.json").write_text(json.dumps({"0-0": [1.0]}))
+    assert cli.main(["heads", "show", str(tmp_path / "h.json")]) == code
+    assert capsys.readouterr().err.splitlines()[-1] == last
 
 
 def test_converter_never_writes_a_file_its_loader_rejects(tmp_path, capsys):
