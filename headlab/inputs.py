@@ -48,6 +48,9 @@ def check_out(path: str | Path, kind: str = "folder", option: str = "--out") -> 
 
     `kind` is "folder" (the command writes several files into it) or "file"; `option` names it to the user."""
     path = Path(path).expanduser()
+    if kind == "folder" and path.is_symlink():  # dangling, to a folder or to a file: writes would leave the folder
+        raise HeadlabError(f"{path}: is a symbolic link ({option} names the output folder; give the real folder "
+                           "or a new path)")
     if path.exists():
         if kind == "folder" and not path.is_dir():
             raise HeadlabError(f"{path}: exists and is not a folder ({option} names the output folder)")

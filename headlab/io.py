@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
 import os
 import shutil
+import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,29 +120,104 @@ def require(obj: dict, field: str, kind: type | tuple[type, ...], path: str | Pa
     return value
 
 
+LOCK_RECORD = 128  # bytes of the holder line; written in place, so a lock file is never truncated
+
+
+@contextlib.contextmanager
+def folder_lock(lock: Path, folder: Path, remove: bool = False) -> Iterator[None]:
+    """Hold the OS lock on `lock` for the duration; a second holder gets one line naming the first.
+
+    flock is released by the kernel when the holding process dies, however it dies, so a lock left by a
+    killed run is simply taken over; the pid and host written inside are only for the message. The file is
+    opened without following a symbolic link and never truncated, so a planted link cannot make headlab
+    write anywhere else. With `remove` the lock file is deleted before it is released; a process that
+    opened it meanwhile then sees it no longer at its path and gives up, as if it were held.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked rather than not at all
+        yield
+        return
+    fd = _open_lock_file(lock)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(lock, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                raise BlockingIOError  # removed (or replaced) by the holder that just finished
+        except (BlockingIOError, FileNotFoundError):
+            holder = os.pread(fd, LOCK_RECORD, 0).decode("utf-8", "replace").strip() or "unknown process"
+            raise HeadlabError(f"{folder}: run folder in use by {holder}; wait for it to finish or choose "
+                               "another --out") from None
+        line = f"pid {os.getpid()} on {socket.gethostname()}"[:LOCK_RECORD - 1]
+        os.pwrite(fd, line.ljust(LOCK_RECORD - 1).encode() + b"\n", 0)
+        try:
+            yield
+        finally:
+            if remove:
+                Path(lock).unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor on the lock file, created if absent; anything but a plain file of its own (a symbolic
+    link, a hard link to a file elsewhere, a folder, a device) is one line, nothing touched."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        why = "is a symbolic link" if path.is_symlink() else f"cannot be opened ({e.strerror})"
+        raise HeadlabError(f"{path}: lock file {why}; remove it and run again") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise HeadlabError(f"{path}: lock file is not a plain file of this folder (a link or special file); "
+                           "remove it and run again")
+    return fd
+
+
+def check_output_folder(final: Path) -> None:
+    """An output folder must be a real folder or absent: a symbolic link (dangling, to a folder or to a file)
+    or a file is one line, so nothing is written through a link out of the folder headlab owns."""
+    if final.is_symlink():
+        raise HeadlabError(f"{final}: is a symbolic link; give the real folder or a new path")
+    if final.exists() and not final.is_dir():
+        raise HeadlabError(f"{final}: exists and is not a folder")
+
+
 @contextlib.contextmanager
 def staged_folder(final: str | Path) -> Iterator[Path]:
     """Yield a sibling scratch folder to write a command's outputs into; on success they appear in `final`
     together, on failure (or a kill) `final` is as it was.
 
     A new `final` appears by one rename. An existing one gets each file replaced by a rename (milliseconds),
-    so a kill while figures are drawn can no longer leave new scores beside an old summary."""
+    so a kill while figures are drawn can no longer leave new scores beside an old summary. One command at a
+    time writes a folder (a lock beside it, as the study's, removed when done); holding it, any other scratch folder of `final`
+    belongs to a process that died (killed mid-run), and is removed."""
     final = Path(final)
-    stage = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
-        yield stage
-    except BaseException:
+    check_output_folder(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(final.with_name(f".{final.name}.lock"), final, remove=True):
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+        stage = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        try:
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        if not stage.exists():  # the command wrote nothing
+            return
+        if not final.exists():
+            stage.rename(final)
+            return
+        for path in sorted(stage.rglob("*")):
+            if path.is_file():
+                target = final / path.relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
         shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if not stage.exists():  # the command wrote nothing
-        return
-    if not final.exists():
-        stage.rename(final)
-        return
-    for path in sorted(stage.rglob("*")):
-        if path.is_file():
-            target = final / path.relative_to(stage)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    shutil.rmtree(stage, ignore_errors=True)
+
+

@@ -41,7 +41,9 @@ class Probe:
 
 
 def locate_needle(prompt_ids: list[int], needle_ids: list[int]) -> int | None:
-    """Start of the first window of len(needle_ids) tokens whose token set covers > 90% of the needle's."""
+    """Start of the first window of len(needle_ids) tokens whose token set covers > 90% of the needle's.
+
+    Callers pass only the part of the prompt where the needle may be (the context, for text probes)."""
     n = len(needle_ids)
     needle_set = set(needle_ids)
     if n == 0 or n > len(prompt_ids):
@@ -62,15 +64,31 @@ def locate_needle(prompt_ids: list[int], needle_ids: list[int]) -> int | None:
 def text_probe(tokenizer, context: str, needle: str, question: str, answer: str | None = None,
                probe_id: str = "probe") -> Probe:
     """Render a text probe and locate its needle; a needle not found is an error naming the probe."""
-    prompt_ids = encode_prompt(tokenizer, render_prompt(tokenizer, context, question))
+    prompt = render_prompt(tokenizer, context, question)
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    searchable = prompt_ids[:context_end_token(tokenizer, prompt, context)]
     # Inside the context the needle usually follows a space, which byte-level tokenizers fold into the
     # first token; try the needle as given, then with a leading space.
     for variant in (needle, " " + needle.lstrip()):
         needle_ids = tokenizer(variant, add_special_tokens=False)["input_ids"]
-        start = locate_needle(prompt_ids, needle_ids)
+        start = locate_needle(searchable, needle_ids)
         if start is not None:
             return Probe(probe_id, prompt_ids, start, start + len(needle_ids), needle=needle, answer=answer)
-    raise HeadlabError(f"{probe_id}: needle not found in the rendered prompt: {needle[:60]!r}")
+    raise HeadlabError(f"{probe_id}: needle not found in the context: {needle[:60]!r}")
+
+
+def context_end_token(tokenizer, prompt: str, context: str) -> int:
+    """How many prompt tokens lie before the context's end: a needle that occurs only in the question (or the
+    template) must not count as found, or copies from the question would score as retrieval.
+
+    The prefix is tokenized on its own, so a token straddling the context's end may shift the count by one;
+    one token of slack keeps a needle that ends the context. A template that rewrites the context (so it is
+    not found verbatim) falls back to the whole prompt, as before."""
+    text = context.strip()
+    at = prompt.find(text)
+    if at < 0:
+        return len(encode_prompt(tokenizer, prompt))
+    return len(encode_prompt(tokenizer, prompt[:at + len(text)])) + 1
 
 
 def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | None) -> Probe:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, file_sha256
+from headlab.io import atomic_write_json, file_sha256, folder_lock
 
 STAGE_FILE = "stage.json"
 CONFIG_FILE = "config.json"
@@ -82,36 +81,21 @@ def read_marker(path: Path) -> dict | None:
     return marker if ok else None
 
 
-@contextlib.contextmanager
-def run_folder_lock(root: Path) -> Iterator[None]:
-    """Hold `root/.lock` for the duration; a second holder gets one line naming the first (pid, host).
-
-    flock is released by the kernel when the holding process dies, however it dies, so a lock left by a
-    killed run is simply taken over; the pid and host written inside are only for the message.
-    """
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): run unlocked rather than not at all
-        yield
-        return
+def run_folder_lock(root: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold `root/.lock` for the duration (`io.folder_lock`): one run at a time per folder."""
+    root = Path(root)
+    if root.is_symlink() and not root.exists():
+        raise HeadlabError(f"{root}: is a dangling symbolic link; remove it or choose another folder")
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
-            raise HeadlabError(f"{root}: run folder in use by {holder}; wait for it to finish or choose "
-                               "another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return folder_lock(root / LOCK_FILE, root)
+
+
+def remove_path(path: Path) -> None:
+    """Remove what is at `path`: a symbolic link itself (never what it points to), a file, or a folder."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 class Pipeline:
@@ -181,7 +165,8 @@ class Pipeline:
             # A run killed between writing a stage's stage.json and moving it into place left it whole in
             # scratch: verified like any finished stage, it is moved in instead of recomputed.
             scratch = self._scratch(stage.name)
-            done, _ = self.check_done(stage, fp, digests, scratch)
+            # a link planted there is never moved in: only a real folder this run wrote can be
+            done, _ = (None, None) if scratch.is_symlink() else self.check_done(stage, fp, digests, scratch)
             if done is not None:
                 self._swap_in(stage.name, scratch)
                 shutil.rmtree(self._work(stage.name, fp), ignore_errors=True)
@@ -190,6 +175,9 @@ class Pipeline:
         return done
 
     def _run_locked(self, progress: bool, log: Callable[[str], None]) -> dict[str, str]:
+        for private in (".scratch", ".work", ".trash", ".locks"):  # a planted link would send writes elsewhere
+            if (self.root / private).is_symlink():
+                (self.root / private).unlink()
         fps = self.fingerprints()
         digests: dict[str, str] = {}
         status: dict[str, str] = {}
@@ -216,7 +204,7 @@ class Pipeline:
     def _run_stage(self, stage: Stage, fp: str, digests: dict[str, str]) -> tuple[float, str]:
         scratch = self._scratch(stage.name)
         work = self._work(stage.name, fp)
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_path(scratch)
         scratch.mkdir(parents=True)
         work.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
