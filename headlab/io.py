@@ -193,8 +193,8 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
 
     A new `final` appears by one rename. An existing one gets each file replaced by a rename (milliseconds),
     so a kill while figures are drawn can no longer leave new scores beside an old summary. One command at a
-    time writes a folder (a lock beside it, as the study's, removed when done); holding it, any other scratch folder of `final`
-    belongs to a process that died (killed mid-run), and is removed."""
+    time writes a folder (a lock beside it, as the study's, removed when done); holding it, any other scratch
+    folder of `final` belongs to a process that died (killed mid-run), and is removed."""
     final = Path(final)
     check_output_folder(final)
     final.parent.mkdir(parents=True, exist_ok=True)
