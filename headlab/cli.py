@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(argv)
     except HeadlabError as e:
-        print(stderr.new_line() + f"headlab: error: {e}", file=sys.stderr)
+        # a path or value from the user may hold a newline or a carriage return: the message stays one line
+        message = str(e).replace("\r", "\\r").replace("\n", "\\n")
+        print(stderr.new_line() + f"headlab: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # one line, not a traceback; 130 = 128 + SIGINT, as shells report it
         _close_progress_bars()

@@ -309,16 +309,9 @@ class Cli:
 
 def _read_config(path: str, options: dict[str, _Option]) -> dict[str, Any]:
     """A --config file's settings, each read and checked as its flag would be; errors name the file and key."""
-    import yaml
+    from headlab.io import read_document
 
-    from headlab.inputs import read_text
-
-    try:
-        data = yaml.safe_load(read_text(path))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        raise HeadlabError(f"{where}: cannot parse ({getattr(e, 'problem', None) or 'invalid YAML'})") from None
+    data = read_document(path)
     if not isinstance(data, dict):
         raise HeadlabError(f"{path}: expected a mapping of option names to values")
     out: dict[str, Any] = {}

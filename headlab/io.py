@@ -70,6 +70,30 @@ def read_json(path: str | Path, expect: type | None = None) -> Any:
     return value
 
 
+def read_document(path: str | Path, what: str = "") -> Any:
+    """A JSON (`.json`) or YAML (anything else) document, parsed; a syntax error or nesting deeper than the
+    parser's stack is one line naming the file (and line where the parser knows it). `what` names the
+    document in the message ("spec")."""
+    import yaml
+
+    from headlab.inputs import read_text
+
+    path = Path(path)
+    text = read_text(path)
+    label = f"cannot parse {what}".rstrip()
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise HeadlabError(f"{where(path, e.lineno)}: {label} ({e.msg})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise HeadlabError(f"{where(path, line)}: {label} ({getattr(e, 'problem', None) or 'invalid YAML'})") \
+            from None
+    except RecursionError:  # [[[[... nested deeper than the parser's stack
+        raise HeadlabError(f"{path}: {label} (nested too deeply)") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; a bad line raises naming file and line.
 

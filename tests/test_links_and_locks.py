@@ -143,3 +143,39 @@ def test_a_needle_only_in_the_question_is_not_found():
         text_probe(tok, "The grass is green. The sky is blue.", needle, f"Is it true that {needle}", probe_id="p3")
     probe = text_probe(tok, f"The grass is green. {needle}", needle, f"Is it true that {needle}")
     assert probe.needle_end <= len(tok(f"The grass is green. {needle}")["input_ids"]) + 1
+
+
+@pytest.mark.parametrize("name,text", [("spec.json", "[" * 100_000 + "]" * 100_000),
+                                       ("spec.yaml", "[" * 100_000 + "]" * 100_000)])
+def test_documents_nested_too_deeply_are_one_line(tmp_path, name, text):
+    from headlab.data.niah import load_niah_spec
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(HeadlabError, match=f"{name}: cannot parse spec \\(nested too deeply\\)"):
+        load_niah_spec(tmp_path / name)
+
+
+def test_a_config_nested_too_deeply_is_one_line(tmp_path, capsys):
+    config = tmp_path / "deep.yaml"
+    config.write_text("lr: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["detect", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "deep.yaml: cannot parse (nested too deeply)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_path_with_a_newline_stays_one_line(tmp_path, capsys):
+    odd = tmp_path / "probes\nsecond.jsonl"
+    assert main(["detect", "--probes", str(odd), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("headlab: error: ") and err.count("\n") == 1 and "probes\\nsecond.jsonl" in err
+
+
+def test_a_chat_template_reaching_for_os_is_one_line_naming_it(tiny_model_dir):
+    from headlab.data.prompts import render_prompt
+    from headlab.seam import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    tok.chat_template = "{{ ''.__class__.__mro__[1].__subclasses__() }}{{ cycler.__init__.__globals__.os }}"
+    with pytest.raises(HeadlabError, match="chat template (refused by the sandbox|failed)"):
+        render_prompt(tok, "The sky is blue.", "What colour?")

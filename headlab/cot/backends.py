@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from headlab.cot.prompts import render_plain
+from headlab.data.prompts import apply_chat_template
 from headlab.io import atomic_write_json
 
 
@@ -60,7 +61,7 @@ class HFBackend:
 
     def prompt(self, messages: list[dict]) -> str:
         if self.has_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return apply_chat_template(self.tokenizer, messages)
         return render_plain(messages)
 
     def generate(self, requests: list[Request]) -> list[Reply]:

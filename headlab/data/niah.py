@@ -13,15 +13,13 @@ the sentence boundary nearest the depth.
 from __future__ import annotations
 
 import glob
-import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from headlab.data.probes import Probe, text_probe
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.errors import HeadlabError, where
+from headlab.io import read_document
 
 
 @dataclass
@@ -55,18 +53,7 @@ def check_lengths(lengths: list[int], limit: int | None, source: str, max_positi
 
 
 def _parse(path: Path) -> object:
-    from headlab.inputs import read_text
-
-    text = read_text(path)
-    try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise HeadlabError(f"{path}:{e.lineno}: cannot parse spec ({e.msg})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise HeadlabError(f"{path}{line}: cannot parse spec ({getattr(e, 'problem', None) or 'invalid YAML'})") \
-            from None
+    return read_document(path, "spec")
 
 
 def load_niah_spec(path: str | Path, max_length: int | None = None, max_positions: int | None = None) -> NiahSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from headlab.errors import HeadlabError
+
 PLAIN_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
 
 
@@ -12,9 +14,23 @@ def render_prompt(tokenizer, context: str, question: str) -> str:
     Without: `PLAIN_TEMPLATE`; the model answers after a space and stops at a newline.
     """
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return apply_chat_template(tokenizer, [{"role": "user", "content": f"{context}\n\n{question}"}])
     return PLAIN_TEMPLATE.format(context=context, question=question)
+
+
+def apply_chat_template(tokenizer, messages: list[dict]) -> str:
+    """The tokenizer's chat template applied to `messages`, as text with the generation prompt. A template that
+    fails (a syntax error, or one that tries to leave transformers' sandbox) is one line naming the model's
+    template, not a Jinja traceback."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateError as e:
+        name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+        kind = "refused by the sandbox" if isinstance(e, jinja2.exceptions.SecurityError) else "failed"
+        raise HeadlabError(f"{name}: chat template {kind} ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                           ) from None
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:

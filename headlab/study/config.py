@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from headlab.data.example import HAYSTACK_DIVERSITIES, NEEDLE_REALISMS, TASKS
 from headlab.errors import HeadlabError, where
+from headlab.io import read_document
 
 DTYPES = ("float32", "bfloat16", "float16")
 REAL = "real"  # the variant trained on real data (for the toy world: its richest, held-out distribution)
@@ -204,16 +202,7 @@ def build_config(preset: str = "default", path: str | Path | None = None, **over
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
-    from headlab.inputs import read_text
-
-    text = read_text(path)
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        line = getattr(e, "lineno", None) or (getattr(getattr(e, "problem_mark", None), "line", -1) + 1 or None)
-        raise HeadlabError(f"{where(path, line)}: cannot parse ({str(e).splitlines()[0]})") from None
-    except RecursionError:
-        raise HeadlabError(f"{path}: cannot parse (nested too deeply)") from None
+    raw = read_document(path)
     if not isinstance(raw, dict):
         raise HeadlabError(f"{path}: expected a mapping of study settings")
     return raw
