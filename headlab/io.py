@@ -219,11 +219,16 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
     so a kill while figures are drawn can no longer leave new scores beside an old summary. One command at a
     time writes a folder (a lock beside it, as the study's, removed when done); holding it, any other scratch
     folder of `final` belongs to a process that died (killed mid-run), and is removed."""
+    from headlab.distributed import is_main
+
     final = Path(final)
     check_output_folder(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with folder_lock(final.with_name(f".{final.name}.lock"), final, remove=True):
-        for stale in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+    # Under a launcher only the main process writes and owns the folder; the others write nothing.
+    owner = folder_lock(final.with_name(f".{final.name}.lock"), final, remove=True) if is_main() \
+        else contextlib.nullcontext()
+    with owner:
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.partial-*") if is_main() else ():
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
         stage = final.with_name(f".{final.name}.partial-{os.getpid()}")

@@ -179,3 +179,15 @@ def test_a_chat_template_reaching_for_os_is_one_line_naming_it(tiny_model_dir):
     tok.chat_template = "{{ ''.__class__.__mro__[1].__subclasses__() }}{{ cycler.__init__.__globals__.os }}"
     with pytest.raises(HeadlabError, match="chat template (refused by the sandbox|failed)"):
         render_prompt(tok, "The sky is blue.", "What colour?")
+
+
+def test_a_context_too_large_for_any_tokenization_is_refused_before_tokenizing(tmp_path, monkeypatch):
+    from headlab.data import probes
+
+    tok = build_tokenizer()
+    path = tmp_path / "huge.jsonl"
+    record = {"context": "x" * (probes.MAX_CHARS_PER_TOKEN * 16 + 1), "needle": "x", "question": "q?"}
+    path.write_text(json.dumps(record) + "\n")
+    monkeypatch.setattr(probes, "text_probe", lambda *a, **k: pytest.fail("tokenized"))
+    with pytest.raises(HeadlabError, match=r"huge.jsonl:1: field 'context': 1,025 characters cannot fit"):
+        probes.load_probes(path, tok, max_positions=16)

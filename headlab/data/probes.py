@@ -91,8 +91,15 @@ def context_end_token(tokenizer, prompt: str, context: str) -> int:
     return len(encode_prompt(tokenizer, prompt[:at + len(text)])) + 1
 
 
-def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | None) -> Probe:
-    """A probe from one JSONL object: a token probe if it has input_ids, else a text probe."""
+MAX_CHARS_PER_TOKEN = 64  # no tokenizer's token is longer: a context past this many per position cannot fit
+
+
+def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | None,
+                      max_positions: int | None = None) -> Probe:
+    """A probe from one JSONL object: a token probe if it has input_ids, else a text probe.
+
+    With `max_positions`, a text context that could not fit even at MAX_CHARS_PER_TOKEN is refused before it
+    is tokenized (a tokenizer handed hundreds of megabytes allocates gigabytes, or aborts the process)."""
     probe_id = str(record.get("id", f"{Path(path).name}:{lineno}"))
     if "input_ids" in record:
         ids = require(record, "input_ids", list, path, lineno,
@@ -110,6 +117,9 @@ def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | N
         return Probe(probe_id, ids, start, end)
     fields = {f: require(record, f, str, path, lineno, lambda v: bool(v.strip()))
               for f in ("context", "needle", "question")}
+    if max_positions is not None and len(fields["context"]) > MAX_CHARS_PER_TOKEN * max_positions:
+        raise HeadlabError(f"{where(path, lineno, 'context')}: {len(fields['context']):,} characters cannot fit "
+                           f"in the model's {max_positions:,} positions")
     answer = record.get("answer")
     if answer is not None and not isinstance(answer, str):
         raise HeadlabError(f"{where(path, lineno, 'answer')} has the wrong type ({type(answer).__name__})")
@@ -132,7 +142,7 @@ def load_probes(path: str | Path, tokenizer, max_length: int | None = None,
             return niah_probes(spec, tokenizer)
         except HeadlabError as e:
             raise HeadlabError(f"{path}: {e}") from None
-    probes = [probe_from_record(obj, tokenizer, path, lineno) for lineno, obj in iter_jsonl(path)]
+    probes = [probe_from_record(obj, tokenizer, path, lineno, max_positions) for lineno, obj in iter_jsonl(path)]
     if not probes:
         raise HeadlabError(f"{path}: no probes in file")
     return probes
