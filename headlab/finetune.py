@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -279,6 +280,9 @@ class MarkCompleteCheckpoints(TrainerCallback):
 
     The Trainer writes checkpoint-N in place, file by file; a kill during that save leaves a folder that
     looks like a checkpoint. Only a checkpoint holding this marker, with every file matching it, is resumed.
+    What it protects against is an interrupted save or a file changed afterwards, not an attacker: anyone who
+    can write the folder can write matching hashes too. Against planted files the Trainer's own loading is
+    the guard (every pickle it reads is loaded weights-only; a refusal is one line, see `finetune`).
     """
 
     def on_save(self, args, state, control, **kwargs):
@@ -358,6 +362,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
     t0 = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except pickle.UnpicklingError as e:  # torch's weights-only loader refused a file of the checkpoint
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "not plain tensors"
+        raise HeadlabError(f"{checkpoint}: a checkpoint file was refused by the weights-only loader ({reason}); "
+                           "remove this checkpoint to resume from an earlier one") from None
     finally:  # on Ctrl-C the bar ends here, before `headlab: interrupted`, not after it at exit
         progress.on_train_end(None, None, None)
     seconds = time.perf_counter() - t0

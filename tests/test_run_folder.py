@@ -266,3 +266,21 @@ def test_command_killed_while_drawing_leaves_its_old_outputs_whole(tmp_path, mon
     assert main(["heads", "import", str(tmp_path / "b.json"), "--out", str(out)]) == 0
     assert json.loads((out / "retrieval_scores.json").read_text())["0-0"] == [0.75]
     assert f"into {out}" in capsys.readouterr().out  # messages name the real folder, not the scratch one
+
+
+class _Planted:
+    def __reduce__(self):  # what a malicious pickle does on load: call anything
+        return (print, ("planted code ran",))
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_in_one_line(tiny_model_dir, train_file, tmp_path):
+    from headlab.finetune import _folder_hashes
+    from headlab.io import atomic_write_json
+
+    run = cfg(tiny_model_dir, train_file, tmp_path / "b")
+    assert finetune(run, callbacks=[StopAt(2)]) == {"stopped_at_step": 2}
+    folder = tmp_path / "b" / "checkpoints" / "checkpoint-2"
+    torch.save({"python": _Planted()}, folder / "rng_state.pth")
+    atomic_write_json(folder / CHECKPOINT_MARKER, _folder_hashes(folder))  # anyone can write the hashes too
+    with pytest.raises(HeadlabError, match="checkpoint-2: a checkpoint file was refused by the weights-only"):
+        finetune(run, resume=True)
