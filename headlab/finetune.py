@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, file_sha256, read_json
+from headlab.io import atomic_write_json, check_output_folder, file_sha256, folder_lock, read_json
 from headlab.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
 
 METHODS = ("lora", "full")
@@ -334,7 +334,18 @@ def training_arguments(cfg: FinetuneConfig, n_rows: int):
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
-    """Fine-tune, save the final model under out/model, and return (and write) the summary."""
+    """Fine-tune, save the final model under out/model, and return (and write) the summary.
+
+    One run at a time per --out: a lock beside the folder (removed when done) makes a second run say which
+    process holds it, before it reads or writes anything."""
+    out = Path(cfg.out)
+    check_output_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out.with_name(f".{out.name}.lock"), out, remove=True):
+        return _finetune(cfg, resume, callbacks)
+
+
+def _finetune(cfg: FinetuneConfig, resume: bool, callbacks: list | None) -> dict[str, Any]:
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 

@@ -284,3 +284,30 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_in_one_line(tiny_model_dir,
     atomic_write_json(folder / CHECKPOINT_MARKER, _folder_hashes(folder))  # anyone can write the hashes too
     with pytest.raises(HeadlabError, match="checkpoint-2: a checkpoint file was refused by the weights-only"):
         finetune(run, resume=True)
+
+
+HOLD_FINETUNE = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    from headlab.io import folder_lock
+    out = Path(sys.argv[1])
+    with folder_lock(out.with_name(f".{out.name}.lock"), out, remove=True):
+        print("held", flush=True)
+        time.sleep(60)
+''')
+
+
+def test_a_second_finetune_on_the_same_out_names_the_holder_and_writes_nothing(tiny_model_dir, train_file,
+                                                                               tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FINETUNE, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(HeadlabError, match=f"run folder in use by pid {holder.pid} on "):
+            finetune(cfg(tiny_model_dir, train_file, out))
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    finetune(cfg(tiny_model_dir, train_file, out, steps=1))
+    assert (out / "model").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
