@@ -80,7 +80,8 @@ def spec_probes(tokenizer, cfg: NiahSweepConfig, max_positions: int | None = Non
     cfg.lengths, cfg.depths = spec.lengths, spec.depths
     haystack_ids = tokenizer(spec.haystack_text, add_special_tokens=False)["input_ids"]
     return [{"length": length, "depth": depth, "needle_index": k, "needle": n["needle"], "question": n["question"],
-             "answer": n.get("answer"), "context": niah_context(tokenizer, haystack_ids, n, length, depth)}
+             "answer": n.get("answer"), "context": niah_context(tokenizer, haystack_ids, n, length,
+                                                                         depth, spec.source)}
             for k, n in enumerate(spec.needles) for length in spec.lengths for depth in spec.depths]
 
 

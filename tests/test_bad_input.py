@@ -158,6 +158,8 @@ CASES = [
     ("niah-too-long-knockout", "knockout --model {model} --heads {heads.json} --data {long.json} --out {out}",
      ["long.json", "'lengths'"]),
     ("niah-too-long-sweep", "niah --model {model} --spec {long.json} --out {out}", ["long.json", "'lengths'"]),
+    ("niah-too-short-sweep", "niah --model {model} --spec {short.json} --out {out}",
+     ["short.json", "field 'lengths'", "too short"]),
     ("niah-lengths-flag", "niah --model {model} --lengths 100000000 --out {out}", ["lengths", "too long"]),
     ("niah-empty", "detect --model {model} --probes {empty.json} --out {out}", ["empty.json", "'haystack'"]),
     ("niah-yaml-line", "detect --model {model} --probes {badspec.yaml} --out {out}", ["badspec.yaml:3"]),

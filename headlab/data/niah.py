@@ -28,6 +28,7 @@ class NiahSpec:
     needles: list[dict]
     lengths: list[int]
     depths: list[float]
+    source: str = ""  # the spec file, named by errors found after it was read (a length too short)
 
 
 # A sweep may run past the model's positions on purpose (to show where retrieval breaks), but not without
@@ -93,7 +94,7 @@ def load_niah_spec(path: str | Path, max_length: int | None = None, max_position
     text = "\n\n".join(read_text(f) for f in files)
     if not text.strip():
         raise HeadlabError(f"{where(path, None, 'haystack')}: the haystack files hold no text")
-    return NiahSpec(text, needles, list(raw["lengths"]), [float(d) for d in raw["depths"]])
+    return NiahSpec(text, needles, list(raw["lengths"]), [float(d) for d in raw["depths"]], str(path))
 
 
 def insert_at_depth(haystack: str, needle: str, depth: float) -> str:
@@ -106,13 +107,15 @@ def insert_at_depth(haystack: str, needle: str, depth: float) -> str:
     return " ".join(part for part in (before, needle, after) if part)
 
 
-def niah_context(tokenizer, haystack_ids: list[int], needle: dict, length: int, depth: float) -> str:
-    """A context whose rendered prompt is about `length` tokens, with the needle at `depth`."""
+def niah_context(tokenizer, haystack_ids: list[int], needle: dict, length: int, depth: float,
+                 source: str = "") -> str:
+    """A context whose rendered prompt is about `length` tokens, with the needle at `depth`; `source` is the
+    spec file that asked for it."""
     overhead = len(encode_prompt(tokenizer, render_prompt(tokenizer, "", needle["question"])))
     budget = length - overhead - len(tokenizer(" " + needle["needle"], add_special_tokens=False)["input_ids"])
     if budget <= 0:
-        raise HeadlabError(f"field 'lengths': {length} tokens is too short for the prompt and needle "
-                           f"({length - budget} tokens)")
+        raise HeadlabError(f"{where(source or 'spec', None, 'lengths')}: {length} tokens is too short for the "
+                           f"prompt and needle ({length - budget} tokens)")
     if len(haystack_ids) < budget:  # repeat a short haystack rather than fail
         haystack_ids = haystack_ids * (budget // max(len(haystack_ids), 1) + 1)
     haystack = tokenizer.decode(haystack_ids[:budget], skip_special_tokens=True)
@@ -125,7 +128,7 @@ def niah_probes(spec: NiahSpec, tokenizer) -> list[Probe]:
     for i, needle in enumerate(spec.needles):
         for length in spec.lengths:
             for depth in spec.depths:
-                context = niah_context(tokenizer, haystack_ids, needle, length, depth)
+                context = niah_context(tokenizer, haystack_ids, needle, length, depth, spec.source)
                 probes.append(text_probe(tokenizer, context, needle["needle"], needle["question"],
                                          needle.get("answer"), probe_id=f"needle{i}-len{length}-depth{depth:g}"))
     return probes

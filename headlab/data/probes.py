@@ -140,8 +140,8 @@ def load_probes(path: str | Path, tokenizer, max_length: int | None = None,
         spec = load_niah_spec(path, max_length, max_positions)
         try:
             return niah_probes(spec, tokenizer)
-        except HeadlabError as e:
-            raise HeadlabError(f"{path}: {e}") from None
+        except HeadlabError as e:  # a needle not found names its probe; name the spec too, once
+            raise (e if str(e).startswith(str(path)) else HeadlabError(f"{path}: {e}")) from None
     probes = [probe_from_record(obj, tokenizer, path, lineno, max_positions) for lineno, obj in iter_jsonl(path)]
     if not probes:
         raise HeadlabError(f"{path}: no probes in file")
