@@ -28,6 +28,8 @@ def test_every_command_meets_every_class_that_applies_to_it():
         assert "numbers" in classes[command], command
         if command in hc.OUTPUTS and command != "cot report":
             assert "out" in classes[command], command
+        if "{out}" in hc.BASE[command]:  # --out as a link: dangling, to a folder, to a file
+            assert "links" in classes[command], command
     for command in hc.MODEL_OPTION:
         assert {"model-folder", "mistyped-path"} <= classes[command], command
     for command in hc.FILE_SLOTS:

@@ -345,6 +345,14 @@ def build_fixtures(root: Path) -> dict[str, str]:
     f["ro"] = root / "ro"
     for name in ("text.txt", "file.txt", "folder", "blank.txt", "latin1.txt"):
         f[name] = root / name
+    (root / "needle-in-question.jsonl").write_text(json.dumps({  # copies from the question are not retrieval
+        "context": "The grass is green. The sky is blue.", "needle": "The code is 7.",
+        "question": "Is it true that The code is 7.?"}) + "\n")
+    # --out as a symbolic link: dangling, to a folder, to a file (nothing may be written through it)
+    for name, to in (("link-dangling", root / "nowhere"), ("link-folder", root / "folder"),
+                     ("link-file", root / "file.txt")):
+        (root / name).symlink_to(to)
+        f[name] = root / name
     for p in root.iterdir():  # the rest by file name
         f.setdefault(p.name, p)
     (root / "cwd" / "runs").mkdir(parents=True)  # so `runs/model` is a mistyped local path, not a hub id
@@ -698,6 +706,14 @@ def hostile_cases() -> list[Case]:
                 target="ro", mode="unprivileged")
     add("study", "out", "out-is-file", BASE["study"].replace("{out}", "{file.txt}"), ("file.txt",),
         target="file.txt")
+    add("detect", "fields", "needle-only-in-question",
+        _replace(BASE["detect"], "--probes", "{needle-in-question.jsonl}"),
+        ("needle-in-question.jsonl:1", "needle", "not found in the context"))
+    # -- --out a symbolic link (issue #21): refused in one line, nothing written through it
+    for command in [c for c in (*OUTPUTS, "study") if "{out}" in BASE[c]]:
+        for link in ("link-dangling", "link-folder", "link-file"):
+            add(command, "links", f"out-{link}", BASE[command].replace("{out}", "{" + link + "}"),
+                (link, "symbolic link"), target=link)
     add("finetune", "out", "resume-file", BASE["finetune"].replace("{out}", "{file.txt}") + " --resume",
         ("file.txt",), target="file.txt")
     add("cot run", "out", "cache-is-file", BASE["cot run"] + " --cache {file.txt}", ("file.txt",))
