@@ -10,10 +10,11 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from headlab.errors import HeadlabError
-from headlab.heads import cosine, load_scores, mean_scores, overlap, select_heads
-from headlab.io import atomic_write_json
+from headlab.heads import cosine, load_scores, mean_scores, overlap, parse_head, select_heads
+from headlab.io import atomic_write_json, read_json
 
 SCORES_FILE = "retrieval_scores.json"
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -22,12 +23,53 @@ class CompareConfig:
     top_k: int | None = None  # take the top K heads instead of a threshold
 
 
+def scores_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path / SCORES_FILE if path.is_dir() else path
+
+
 def read_means(path: str | Path) -> dict[str, float]:
     """Mean score per head from a Retrieval_Head file, or from a detect output folder."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SCORES_FILE
-    return mean_scores(load_scores(path))
+    return mean_scores(load_scores(scores_path(path)))
+
+
+def score_geometry(path: str | Path, names: list[str]) -> tuple[int, int] | None:
+    """(n_layers, n_heads) of the model a score file came from, or None when the file does not tell.
+
+    A Retrieval_Head-format file carries no geometry itself. The rule, in order:
+    1. a `headlab detect` run folder (retrieval_scores.json with a summary.json beside it) declares it in
+       summary.json's "geometry";
+    2. else, when the file's heads cover a full grid (every L-H for L < max layer + 1, H < max head + 1, as our
+       writer and Retrieval_Head's write them), that grid is the geometry;
+    3. else (a partial file, say the top heads only) the geometry is unknown and is not checked.
+    """
+    path = scores_path(path)
+    summary = path.parent / SUMMARY_FILE
+    if path.name == SCORES_FILE and summary.is_file():
+        try:
+            g = read_json(summary)
+        except HeadlabError:
+            g = None  # not ours to judge: fall back to the head names
+        g = g.get("geometry") if isinstance(g, dict) else None
+        if isinstance(g, dict) and all(isinstance(g.get(k), int) and not isinstance(g.get(k), bool) and g[k] > 0
+                                       for k in ("n_layers", "n_heads")):
+            return g["n_layers"], g["n_heads"]
+    heads = {parse_head(n) for n in names}
+    n_layers = max(layer for layer, _ in heads) + 1
+    n_heads = max(h for _, h in heads) + 1
+    return (n_layers, n_heads) if len(heads) == n_layers * n_heads else None
+
+
+def check_same_geometry(paths: list[str | Path], means: list[dict[str, float]]) -> None:
+    """Refuse files from models of different geometry (see `score_geometry`): their head sets cannot be
+    compared, and recall would read 0 rather than meaning anything."""
+    known = [(p, g) for p, m in zip(paths, means, strict=True) if (g := score_geometry(p, list(m))) is not None]
+    for p, g in known[1:]:
+        p0, g0 = known[0]
+        if g != g0:
+            raise HeadlabError(f"compare: {p0} is from a {g0[0]} layers x {g0[1]} heads model but {p} is from a "
+                               f"{g[0]} layers x {g[1]} heads model; head sets of different geometries cannot be "
+                               "compared")
 
 
 def label_of(path: str | Path) -> str:
@@ -68,6 +110,7 @@ def compare_head_files(paths: list[str | Path], reference: str | Path | None = N
         raise HeadlabError(f"--scores: {len(downstream)} scores given for {len(paths)} head-score files")
     labels = [label_of(p) for p in paths]
     means = [read_means(p) for p in paths]
+    check_same_geometry(paths, means)
     out: dict = {"files": [str(p) for p in paths], "labels": labels,
                  "heads": {lab: select_heads(m, config.threshold, config.top_k)
                            for lab, m in zip(labels, means, strict=True)},
@@ -76,6 +119,7 @@ def compare_head_files(paths: list[str | Path], reference: str | Path | None = N
                  "config": asdict(config)}
     if reference is not None:
         ref = read_means(reference)
+        check_same_geometry([*paths, reference], [*means, ref])
         out["reference"] = str(reference)
         out["vs_reference"] = [{"label": lab, **pair_stats(m, ref, config)} for lab, m in zip(labels, means,
                                                                                               strict=True)]

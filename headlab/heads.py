@@ -34,7 +34,12 @@ def parse_head(name: str, source: str = "head") -> Head:
 
 
 def load_scores(path: str | Path, geometry: HeadGeometry | None = None) -> dict[str, list[float]]:
-    """Read and check a Retrieval_Head-format file (ours or another tool's); optionally check head ranges."""
+    """Read and check a Retrieval_Head-format file (ours or another tool's); optionally check head ranges.
+
+    Every head must hold the same number of scores (one per counted probe); a ragged file is refused,
+    naming the first head whose length differs from the first head's. A bare number is read as a list of
+    one (some tools store the mean only), so a file of means only is fine but a mix of means and lists is
+    not."""
     raw = read_json(path)
     if not isinstance(raw, dict) or not raw:
         raise HeadlabError(f"{path}: expected a non-empty JSON object of head name -> list of scores")
@@ -49,6 +54,13 @@ def load_scores(path: str | Path, geometry: HeadGeometry | None = None) -> dict[
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             raise HeadlabError(f"{where(path, None, name)}: expected a list of finite numbers")
         scores[head_name(layer, head)] = [float(v) for v in values]
+    first, *rest = scores
+    for name in rest:
+        if len(scores[name]) != len(scores[first]):
+            raise HeadlabError(
+                f"{path}: head '{name}' has {len(scores[name])} scores but head '{first}' has "
+                f"{len(scores[first])}; a Retrieval_Head-format file has one score per counted probe for every "
+                "head")
     return scores
 
 
