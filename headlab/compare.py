@@ -60,10 +60,10 @@ def score_geometry(path: str | Path, names: list[str]) -> tuple[int, int] | None
     return (n_layers, n_heads) if len(heads) == n_layers * n_heads else None
 
 
-def check_same_geometry(paths: list[str | Path], means: list[dict[str, float]]) -> None:
+def check_same_geometry(files: list[tuple[str | Path, dict[str, float]]]) -> None:
     """Refuse files from models of different geometry (see `score_geometry`): their head sets cannot be
     compared, and recall would read 0 rather than meaning anything."""
-    known = [(p, g) for p, m in zip(paths, means, strict=True) if (g := score_geometry(p, list(m))) is not None]
+    known = [(p, g) for p, m in files if (g := score_geometry(p, list(m))) is not None]
     for p, g in known[1:]:
         p0, g0 = known[0]
         if g != g0:
@@ -110,7 +110,8 @@ def compare_head_files(paths: list[str | Path], reference: str | Path | None = N
         raise HeadlabError(f"--scores: {len(downstream)} scores given for {len(paths)} head-score files")
     labels = [label_of(p) for p in paths]
     means = [read_means(p) for p in paths]
-    check_same_geometry(paths, means)
+    ref = read_means(reference) if reference is not None else None
+    check_same_geometry(list(zip(paths, means, strict=True)) + ([(reference, ref)] if ref is not None else []))
     out: dict = {"files": [str(p) for p in paths], "labels": labels,
                  "heads": {lab: select_heads(m, config.threshold, config.top_k)
                            for lab, m in zip(labels, means, strict=True)},
@@ -118,8 +119,6 @@ def compare_head_files(paths: list[str | Path], reference: str | Path | None = N
                               for i in range(len(paths)) for j in range(len(paths)) if i != j],
                  "config": asdict(config)}
     if reference is not None:
-        ref = read_means(reference)
-        check_same_geometry([*paths, reference], [*means, ref])
         out["reference"] = str(reference)
         out["vs_reference"] = [{"label": lab, **pair_stats(m, ref, config)} for lab, m in zip(labels, means,
                                                                                               strict=True)]

@@ -25,7 +25,8 @@ from transformers import TrainerCallback
 
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, check_output_folder, file_sha256, folder_lock, read_json
+from headlab.inputs import check_out
+from headlab.io import atomic_write_json, file_sha256, folder_lock, read_json
 from headlab.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
 
 METHODS = ("lora", "full")
@@ -338,8 +339,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, callbacks: list | None =
 
     One run at a time per --out: a lock beside the folder (removed when done) makes a second run say which
     process holds it, before it reads or writes anything."""
-    out = Path(cfg.out)
-    check_output_folder(out)
+    out = check_out(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(out.with_name(f".{out.name}.lock"), out, remove=True):
         return _finetune(cfg, resume, callbacks)

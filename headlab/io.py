@@ -162,7 +162,7 @@ def folder_lock(lock: Path, folder: Path, remove: bool = False) -> Iterator[None
     except ImportError:  # no flock (Windows): run unlocked rather than not at all
         yield
         return
-    fd = _open_lock_file(lock)
+    fd = open_lock_file(lock)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,7 +184,7 @@ def folder_lock(lock: Path, folder: Path, remove: bool = False) -> Iterator[None
         os.close(fd)
 
 
-def _open_lock_file(path: Path) -> int:
+def open_lock_file(path: Path) -> int:
     """A descriptor on the lock file, created if absent; anything but a plain file of its own (a symbolic
     link, a hard link to a file elsewhere, a folder, a device) is one line, nothing touched."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -201,15 +201,6 @@ def _open_lock_file(path: Path) -> int:
     return fd
 
 
-def check_output_folder(final: Path) -> None:
-    """An output folder must be a real folder or absent: a symbolic link (dangling, to a folder or to a file)
-    or a file is one line, so nothing is written through a link out of the folder headlab owns."""
-    if final.is_symlink():
-        raise HeadlabError(f"{final}: is a symbolic link; give the real folder or a new path")
-    if final.exists() and not final.is_dir():
-        raise HeadlabError(f"{final}: exists and is not a folder")
-
-
 @contextlib.contextmanager
 def staged_folder(final: str | Path) -> Iterator[Path]:
     """Yield a sibling scratch folder to write a command's outputs into; on success they appear in `final`
@@ -220,15 +211,15 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
     time writes a folder (a lock beside it, as the study's, removed when done); holding it, any other scratch
     folder of `final` belongs to a process that died (killed mid-run), and is removed."""
     from headlab.distributed import is_main
+    from headlab.inputs import check_out
 
-    final = Path(final)
-    check_output_folder(final)
+    final = check_out(final)  # a link (dangling, to a folder or a file) or a file is refused here
     final.parent.mkdir(parents=True, exist_ok=True)
     # Under a launcher only the main process writes and owns the folder; the others write nothing.
-    owner = folder_lock(final.with_name(f".{final.name}.lock"), final, remove=True) if is_main() \
-        else contextlib.nullcontext()
-    with owner:
-        for stale in final.parent.glob(f".{glob.escape(final.name)}.partial-*") if is_main() else ():
+    owns = is_main()
+    with folder_lock(final.with_name(f".{final.name}.lock"), final, remove=True) if owns \
+            else contextlib.nullcontext():
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.partial-*") if owns else ():
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
         stage = final.with_name(f".{final.name}.partial-{os.getpid()}")
@@ -248,5 +239,3 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
         shutil.rmtree(stage, ignore_errors=True)
-
-

@@ -191,3 +191,15 @@ def test_a_context_too_large_for_any_tokenization_is_refused_before_tokenizing(t
     monkeypatch.setattr(probes, "text_probe", lambda *a, **k: pytest.fail("tokenized"))
     with pytest.raises(HeadlabError, match=r"huge.jsonl:1: field 'context': 1,025 characters cannot fit"):
         probes.load_probes(path, tok, max_positions=16)
+
+
+def test_a_stage_lock_linked_elsewhere_is_refused_by_the_distributed_executor(tmp_path, victim):
+    from headlab.study.executor import run_locked
+
+    pipeline = Pipeline(tmp_path / "run")
+    pipeline.add(Stage("a", {}, lambda ctx: (ctx.out / "v.json").write_text("1")))
+    (pipeline.root / ".locks").mkdir(parents=True)
+    (pipeline.root / ".locks" / "a.lock").symlink_to(victim)
+    with pytest.raises(HeadlabError, match="lock file is a symbolic link"):
+        run_locked(pipeline, "a", pipeline.fingerprints()["a"], {})
+    assert victim.read_text() == "do not truncate me\n" and not (pipeline.root / "a").exists()

@@ -53,16 +53,12 @@ def check_lengths(lengths: list[int], limit: int | None, source: str, max_positi
                            f"at most {limit} here)")
 
 
-def _parse(path: Path) -> object:
-    return read_document(path, "spec")
-
-
 def load_niah_spec(path: str | Path, max_length: int | None = None, max_positions: int | None = None) -> NiahSpec:
     """Read and check a spec; `max_length` refuses longer prompts before any haystack is tokenized."""
     from headlab.inputs import read_text
 
     path = Path(path)
-    raw = _parse(path)
+    raw = read_document(path, "spec")
     if not isinstance(raw, dict):
         raise HeadlabError(f"{path}: expected a mapping with haystack, needles, lengths, depths")
     for field in ("haystack", "needles", "lengths", "depths"):

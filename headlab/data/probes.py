@@ -66,7 +66,7 @@ def text_probe(tokenizer, context: str, needle: str, question: str, answer: str 
     """Render a text probe and locate its needle; a needle not found is an error naming the probe."""
     prompt = render_prompt(tokenizer, context, question)
     prompt_ids = encode_prompt(tokenizer, prompt)
-    searchable = prompt_ids[:context_end_token(tokenizer, prompt, context)]
+    searchable = prompt_ids[:context_end_token(tokenizer, prompt, context, len(prompt_ids))]
     # Inside the context the needle usually follows a space, which byte-level tokenizers fold into the
     # first token; try the needle as given, then with a leading space.
     for variant in (needle, " " + needle.lstrip()):
@@ -77,7 +77,7 @@ def text_probe(tokenizer, context: str, needle: str, question: str, answer: str 
     raise HeadlabError(f"{probe_id}: needle not found in the context: {needle[:60]!r}")
 
 
-def context_end_token(tokenizer, prompt: str, context: str) -> int:
+def context_end_token(tokenizer, prompt: str, context: str, prompt_length: int) -> int:
     """How many prompt tokens lie before the context's end: a needle that occurs only in the question (or the
     template) must not count as found, or copies from the question would score as retrieval.
 
@@ -87,7 +87,7 @@ def context_end_token(tokenizer, prompt: str, context: str) -> int:
     text = context.strip()
     at = prompt.find(text)
     if at < 0:
-        return len(encode_prompt(tokenizer, prompt))
+        return prompt_length
     return len(encode_prompt(tokenizer, prompt[:at + len(text)])) + 1
 
 

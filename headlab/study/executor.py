@@ -23,6 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
+from headlab.io import open_lock_file
 from headlab.study.pipeline import Pipeline
 
 # Stages that run a model: on a GPU when the cluster has GPUs. Data, compare and report need a CPU only.
@@ -121,7 +122,7 @@ def run_locked(pipeline: Pipeline, name: str, fp: str, digests: dict[str, str]) 
     lock = pipeline.root / ".locks" / (name.replace("/", "__") + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     stage = pipeline.stages[name]
-    with open(lock, "a+b") as handle:
+    with os.fdopen(open_lock_file(lock), "r+b") as handle:  # never through a link planted in .locks/
         try:
             import fcntl
         except ImportError:  # no POSIX locks (Windows): run unguarded

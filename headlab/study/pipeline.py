@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
+from headlab.inputs import check_out
 from headlab.io import atomic_write_json, file_sha256, folder_lock
 
 STAGE_FILE = "stage.json"
@@ -82,9 +83,7 @@ def read_marker(path: Path) -> dict | None:
 
 def run_folder_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     """Hold `root/.lock` for the duration (`io.folder_lock`): one run at a time per folder."""
-    root = Path(root)
-    if root.is_symlink() and not root.exists():
-        raise HeadlabError(f"{root}: is a dangling symbolic link; remove it or choose another folder")
+    root = check_out(root)  # a link (dangling or not) or a file as the run folder is one line
     root.mkdir(parents=True, exist_ok=True)
     return folder_lock(root / LOCK_FILE, root)
 
