@@ -136,6 +136,29 @@ def test_endpoint_backend(task, tmp_path, server, monkeypatch, capsys):
     assert "| dataset |" in capsys.readouterr().out
 
 
+def test_plan_mode_without_os_isolation_needs_unsafe_exec(task, tmp_path, server, monkeypatch, capsys):
+    """Where the machine cannot isolate programs, plan mode is one line before any request, unless --unsafe-exec;
+    the run then records, and its report says, that the programs ran under the guard only."""
+    import headlab.cot.run as cot_run
+
+    server, requests = server
+    monkeypatch.setattr(cot_run, "isolation_problem", lambda: "unshare of user namespaces: Operation not permitted")
+    out = tmp_path / "run"
+    argv = ["cot", "run", "--model", "served-model", "--endpoint", server, "--data", str(task), "--out", str(out),
+            "--limit", "2", "--modes", "direct,plan", "--resamples", "50"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot isolate them (unshare of user namespaces" in err and "--unsafe-exec" in err
+    assert not requests and not (out / "examples.jsonl").exists()
+    assert main(argv + ["--unsafe-exec"]) == 0
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert all(r["plan"]["program_status"] == "ok" and r["plan"]["correct"] for r in records)
+    assert json.loads((out / "config.json").read_text())["plan_isolation"] == "guard"
+    assert "in-process guard only (--unsafe-exec)" in (out / "report.md").read_text()
+    monkeypatch.setattr(cot_run, "isolation_problem", lambda: pytest.fail("isolation probed without plan mode"))
+    assert main(argv[:-4] + ["--modes", "direct,cot", "--resamples", "50"]) == 0
+
+
 def test_endpoint_errors_are_one_line(task, tmp_path, capsys):
     argv = ["cot", "run", "--model", "m", "--endpoint", "http://127.0.0.1:9/v1", "--data", str(task),
             "--out", str(tmp_path / "run")]

@@ -60,6 +60,8 @@ def commands() -> list[Command]:
         "threads": Flag(help="torch CPU threads (default: torch's choice; 1 on a machine shared with other jobs)"),
         "cache": Flag(help="reply cache folder (default: OUT/cache); share it between runs"),
         "seed": Flag(help="seed of the subset and few-shot draws"),
+        "unsafe_exec": Flag(help="where the machine cannot isolate plan mode's programs (no user namespaces), run "
+                                 "them anyway under an in-process guard that a hostile program can switch off"),
     }
     hide = ("attn", "trust_remote_code", "device_map", "max_memory", "sandbox_cpu_seconds",
             "sandbox_memory_mb")

@@ -166,6 +166,9 @@ def write_report(folder: str | Path, resamples: int = RESAMPLES) -> dict:
     lead = (f"model {model}; {len(records)} items; greedy decoding; {caps}; "
             f"{config.get('shots', 0)}-shot; 95% percentile bootstrap intervals ({resamples} resamples), "
             "differences paired over items.")
+    if config.get("plan_isolation"):
+        lead += (" Plan programs ran under the operating system's isolation." if config["plan_isolation"] == "os"
+                 else " Plan programs ran under the in-process guard only (--unsafe-exec), not isolated.")
     tables = [("Per dataset", table(summary["datasets"], modes, "dataset")),
               ("Per category (items pooled)", table(summary["categories"], modes, "category")),
               ("All items", table([{"all": "all", **summary["all"]}], modes, "all"))]

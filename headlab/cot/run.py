@@ -18,7 +18,7 @@ from headlab.cot.backends import Backend, Request, ResponseCache, answer_all
 from headlab.cot.datasets import Item, load_dataset
 from headlab.cot.extract import Extraction, extract, is_correct
 from headlab.cot.prompts import MODES, messages, question_text
-from headlab.cot.sandbox import SandboxLimits, SandboxResult, solve
+from headlab.cot.sandbox import SandboxLimits, SandboxResult, isolation_problem, solve
 from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json, atomic_write_text
 
@@ -42,6 +42,7 @@ class CotConfig:
     cache: str | None = None            # reply cache folder (default: <out>/cache)
     sandbox_cpu_seconds: int = 5
     sandbox_memory_mb: int = 1024
+    unsafe_exec: bool = False           # plan mode without OS isolation (where the machine has none): the guard only
     threads: int = 0                    # torch CPU threads (0: torch's default); 1 on a shared machine
 
     def check(self) -> None:
@@ -116,18 +117,20 @@ def run_cot(config: CotConfig, out: str | Path, backend: Backend | None = None) 
     from headlab.inputs import check_out
 
     config.check()
+    isolation = plan_isolation(config)
     out = Path(out)
     if config.cache:  # a cache path that cannot be a folder is refused before config.json is written
         check_out(config.cache, "folder", "--cache")
     items, demos = load_items(config)
     backend = backend or make_backend(config)
-    atomic_write_json(out / "config.json", {**asdict(config), "backend": backend.identity(), "items": len(items)})
+    atomic_write_json(out / "config.json", {**asdict(config), "backend": backend.identity(), "items": len(items),
+                                            "plan_isolation": isolation})
     cache = ResponseCache(config.cache or out / "cache")
     pairs = [(item, mode) for item in items for mode in config.modes]
     requests = [Request(messages(mode, item, demos[item.dataset]), config.cap(mode)) for item, mode in pairs]
     replies = answer_all(backend, cache, requests, chunk=4 * config.batch_size, progress=_progress)
     limits = SandboxLimits(cpu_seconds=config.sandbox_cpu_seconds, wall_seconds=2.0 * config.sandbox_cpu_seconds + 5,
-                           memory_bytes=config.sandbox_memory_mb << 20)
+                           memory_bytes=config.sandbox_memory_mb << 20, isolation=isolation or "os")
     records: dict[str, dict] = {}
     for (item, mode), reply in zip(pairs, replies, strict=True):
         key = f"{item.dataset}\t{item.id}"  # ids come from the files: unique within a dataset only
@@ -136,6 +139,22 @@ def run_cot(config: CotConfig, out: str | Path, backend: Backend | None = None) 
     path = out / "examples.jsonl"
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
     return path
+
+
+def plan_isolation(config: CotConfig) -> str | None:
+    """How plan mode's programs will run: "os" (the operating system's isolation), "guard" (--unsafe-exec on a
+    machine without it), None without plan mode. Refused in one line, before any model loads, where the machine
+    offers no isolation and the user did not ask for the unsafe way."""
+    if "plan" not in config.modes:
+        return None
+    problem = isolation_problem()
+    if problem is None:
+        return "os"
+    if not config.unsafe_exec:
+        raise HeadlabError(f"cot: --modes plan runs the model's programs, and this machine cannot isolate them "
+                           f"({problem}); pass --unsafe-exec to run them under an in-process guard that a program "
+                           f"written to escape can switch off")
+    return "guard"
 
 
 def score_reply(mode: str, item: Item, text: str, tokens: int | None, cache: ResponseCache,
