@@ -78,17 +78,17 @@ def check_device(name: str) -> str:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise HeadlabError(f"unknown device '{name}' (cpu, cuda, cuda:N, mps)") from None
+        raise HeadlabError(f"unknown device {name!r} (cpu, cuda, cuda:N, mps)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise HeadlabError(f"device '{name}': no CUDA GPU is available on this machine")
+            raise HeadlabError(f"device {name!r}: no CUDA GPU is available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise HeadlabError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) here")
+            raise HeadlabError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise HeadlabError(f"device '{name}': MPS is not available on this machine")
+            raise HeadlabError(f"device {name!r}: MPS is not available on this machine")
     elif device.type != "cpu":
-        raise HeadlabError(f"unsupported device '{name}' (cpu, cuda, cuda:N, mps)")
+        raise HeadlabError(f"unsupported device {name!r} (cpu, cuda, cuda:N, mps)")
     return name
 
 

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("hypothesis")
 import yaml  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from headlab.errors import HeadlabError  # noqa: E402
@@ -102,6 +102,7 @@ def test_study_config_never_crashes(data):
 @given(st.dictionaries(st.sampled_from(["tasks", "seed", "top_k", "finetune", "niah_lengths", "niah_depths",
                                         "device", "dtype", "variants", "real_data", "length", "base_model"]),
                        json_values, max_size=4))
+@example({"device": "\n"})  # found by hypothesis: a device name's newline went into the message
 def test_study_config_with_wrong_types_is_one_line(values):
     from headlab.study.config import build_config
 
