@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from headlab.data.probes import Probe, check_context_length
 from headlab.data.prompts import pad_id_of
@@ -22,6 +21,7 @@ from headlab.distributed import map_items
 from headlab.generate import greedy_decode, left_pad, stop_ids
 from headlab.heads import head_name, mean_scores, score_matrix, select_heads
 from headlab.io import atomic_write_json
+from headlab.progress import progress_bar
 from headlab.seam import HeadGeometry, Seam, input_device, max_positions
 
 
@@ -151,7 +151,7 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
     def score(block: list[Probe]) -> list[ProbeOutcome]:
         order = sorted(range(len(block)), key=lambda i: -len(block[i].input_ids))
         outcomes: dict[int, ProbeOutcome] = {}
-        bar = tqdm(total=len(block), desc="detect", unit="probe", disable=not config.progress)
+        bar = progress_bar(total=len(block), desc="detect", unit="probe", disable=not config.progress)
         for lo in range(0, len(order), config.batch_size):
             idx = order[lo:lo + config.batch_size]
             batch = [block[i] for i in idx]

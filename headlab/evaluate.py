@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from headlab.data.example import TaskExample, load_examples
 from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
@@ -38,6 +37,7 @@ from headlab.distributed import map_items
 from headlab.errors import HeadlabError
 from headlab.generate import greedy_generate, left_pad
 from headlab.io import atomic_write_json, atomic_write_text, iter_jsonl
+from headlab.progress import progress_bar
 
 
 @dataclass
@@ -50,10 +50,10 @@ class EvalConfig:
 
 def generate_with_progress(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
                            desc: str = "generate") -> list[list[int]]:
-    """`greedy_generate` batch by batch under a tqdm bar (longest prompts first, outputs in input order)."""
+    """`greedy_generate` batch by batch under a progress bar (longest prompts first, outputs in input order)."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: list[list[int]] = [[] for _ in prompts]
-    for lo in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+    for lo in progress_bar(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[lo:lo + batch_size]
         outs = greedy_generate(model, tokenizer, [prompts[i] for i in idx], max_new_tokens, batch_size)
         for i, out in zip(idx, outs, strict=True):

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 from transformers import TrainerCallback
 
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
@@ -28,6 +27,7 @@ from headlab.errors import HeadlabError
 from headlab.inputs import check_out
 from headlab.io import atomic_write_json, file_sha256, folder_lock, read_json
 from headlab.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
+from headlab.progress import progress_bar
 
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")
@@ -146,14 +146,15 @@ class PadCollator:
 
 
 class ProgressBar(TrainerCallback):
-    """One tqdm bar over optimizer steps showing the last logged loss and training tokens per second."""
+    """One progress bar over optimizer steps showing the last logged loss and training tokens per second."""
 
     def __init__(self):
         self.bar, self.t0, self.tokens0 = None, 0.0, 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", dynamic_ncols=True)
+            self.bar = progress_bar(total=state.max_steps, initial=state.global_step, desc="finetune",
+                                    dynamic_ncols=True)
         self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
 
     def on_step_end(self, args, state, control, **kwargs):

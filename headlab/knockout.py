@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from headlab.data.prompts import pad_id_of
 from headlab.errors import HeadlabError
@@ -16,6 +15,7 @@ from headlab.evaluate import EvalItem, prompt_batches, score_items
 from headlab.heads import random_heads
 from headlab.interventions import MODES, WHERE, head_means, knockout
 from headlab.io import atomic_write_json
+from headlab.progress import progress_bar
 from headlab.seam import HeadGeometry, Seam, input_device
 
 
@@ -73,7 +73,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
             return score_items(model, tokenizer, items, config.max_new_tokens, config.batch_size)
 
     runs = 1 + sum(1 + config.seeds for k in ks if k > 0)
-    bar = tqdm(total=runs, desc="knockout", unit="run", disable=not config.progress)
+    bar = progress_bar(total=runs, desc="knockout", unit="run", disable=not config.progress)
     baseline_items = evaluate([])
     baseline = statistics.fmean(baseline_items)
     bar.update(1)

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from headlab.errors import HeadlabError
 from headlab.evaluate import EvalItem, score_items
 from headlab.heads import random_heads
 from headlab.interventions import patch_from_model
 from headlab.io import atomic_write_json
+from headlab.progress import progress_bar
 from headlab.seam import HeadGeometry, Seam
 
 SET_NAMES = ("intersection", "complement", "source", "random")
@@ -75,7 +75,7 @@ def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[Ev
         raise HeadlabError(f"patch: curve K={bad[0]} is more than the source's {len(source_ranking)} ranked heads "
                            f"or half of the model's {g.total_heads} heads")
     runs = 2 + sum(len(v) for v in sets.values()) + len(curve_ks) * (1 + config.seeds)
-    bar = tqdm(total=runs, desc="patch", unit="run", disable=not config.progress)
+    bar = progress_bar(total=runs, desc="patch", unit="run", disable=not config.progress)
 
     def evaluate(model: nn.Module, heads: list[str] | None = None) -> list[float]:
         """Per-item scores (input order), with `heads` patched from the source when given."""

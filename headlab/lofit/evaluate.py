@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
 
 from headlab.data.metrics import exact_match, substring_match, task_score
 from headlab.data.prompts import encode_prompt, pad_id_of
@@ -13,6 +12,7 @@ from headlab.distributed import map_items
 from headlab.generate import greedy_generate
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
+from headlab.progress import progress_bar
 from headlab.seam import input_device
 
 
@@ -35,7 +35,7 @@ def evaluate_completions(model, tokenizer, records: Sequence[Completion], max_ne
     scores, shown = [], []
     # Sharded across processes under `accelerate launch` (a no-op otherwise); predictions come back in order.
     preds = map_items(lambda block: [greedy_answer(model, tokenizer, r.prompt, max_new_tokens)
-                                     for r in tqdm(block, desc="lofit eval", leave=False)], records)
+                                     for r in progress_bar(block, desc="lofit eval", leave=False)], records)
     for r, pred in zip(records, preds, strict=True):
         scores.append(score_completion(r, pred))
         if len(shown) < 5:
@@ -56,7 +56,7 @@ def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoice]) 
     """TruthfulQA MC1 (the best answer has the highest likelihood) and MC2 (normalised mass on true answers)."""
     mc1, mc2 = [], []
     logprobs = map_items(lambda block: [choice_logprobs(model, tokenizer, it)
-                                        for it in tqdm(block, desc="lofit eval mc", leave=False)], items)
+                                        for it in progress_bar(block, desc="lofit eval mc", leave=False)], items)
     for it, lp in zip(items, logprobs, strict=True):
         if it.mc1_labels:
             mc1.append(float(it.mc1_labels[int(lp.argmax())] == 1))

@@ -1,4 +1,4 @@
-"""The training loop LoFiT steps and baselines share: answer-only supervised loss or DPO, Adam, tqdm.
+"""The training loop LoFiT steps and baselines share: answer-only supervised loss or DPO, Adam, a progress bar.
 
 The loop trains whatever tensors it is given (adapter scales, offsets, LoRA matrices) and never touches the
 model's own weights, so every method sees the same data, batches, steps and learning rate.
@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from headlab.data.prompts import encode_prompt, pad_id_of
 from headlab.errors import HeadlabError
 from headlab.lofit.datasets import Completion, Preference
+from headlab.progress import progress_bar
 
 
 @dataclass
@@ -125,7 +125,7 @@ def train(model, tokenizer, params: Sequence[torch.nn.Parameter], records: Seque
     order = list(range(len(records)))
     steps = config.epochs * ((len(order) + config.batch_size - 1) // config.batch_size)
     losses: list[float] = []
-    bar = tqdm(total=steps, desc=desc, leave=False)
+    bar = progress_bar(total=steps, desc=desc, leave=False)
     for _ in range(config.epochs):
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):

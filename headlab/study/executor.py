@@ -20,10 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from headlab.errors import HeadlabError
 from headlab.io import open_lock_file
+from headlab.progress import progress_bar
 from headlab.study.pipeline import Pipeline
 
 # Stages that run a model: on a GPU when the cluster has GPUs. Data, compare and report need a CPU only.
@@ -64,7 +63,7 @@ def schedule(pipeline: Pipeline, submit: Callable[[str, str, dict[str, str]], An
     running: dict[Any, str] = {}
     failures: dict[str, str] = {}
     blocked: list[str] = []
-    bar = tqdm(total=len(pending), desc="study", unit="stage", disable=not progress)
+    bar = progress_bar(total=len(pending), desc="study", unit="stage", disable=not progress)
     while pending or running:
         for name in list(pending):  # in order, so a skipped stage frees its dependants in the same pass
             stage = pipeline.stages[name]

@@ -25,11 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from headlab.errors import HeadlabError
 from headlab.inputs import check_out
 from headlab.io import atomic_write_json, file_sha256, folder_lock
+from headlab.progress import progress_bar
 
 STAGE_FILE = "stage.json"
 CONFIG_FILE = "config.json"
@@ -179,7 +178,7 @@ class Pipeline:
         fps = self.fingerprints()
         digests: dict[str, str] = {}
         status: dict[str, str] = {}
-        bar = tqdm(self.stages.values(), desc="study", unit="stage", disable=not progress)
+        bar = progress_bar(self.stages.values(), desc="study", unit="stage", disable=not progress)
         for stage in bar:
             bar.set_postfix_str(stage.name)
             fp = fps[stage.name]

@@ -12,7 +12,6 @@ import random
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.data.world import World
@@ -20,6 +19,7 @@ from headlab.data.world_niah import niah_records
 from headlab.generate import greedy_generate
 from headlab.io import atomic_write_json, read_json
 from headlab.loading import load_model
+from headlab.progress import progress_bar
 from headlab.toy.corpus import document
 
 
@@ -54,7 +54,7 @@ def niah_accuracy(model, tok, context_tokens: int, n: int = 40, seed: int = 777,
     """Share of probes answered with the needle sentence exactly, and with its short answer anywhere."""
     probes = niah_records(tok, n, context_tokens, seed, diversity=diversity, split=split)
     exact = short = 0
-    for p in tqdm(probes, desc=f"niah {context_tokens}", leave=False):
+    for p in progress_bar(probes, desc=f"niah {context_tokens}", leave=False):
         got = answer(model, tok, p["context"], p["question"])
         exact += got == p["needle"]
         short += p["short_answer"] in got

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from headlab.data.world import World
 from headlab.errors import HeadlabError
 from headlab.io import atomic_write_json
+from headlab.progress import progress_bar
 from headlab.toy.corpus import document
 from headlab.toy.task_corpus import task_document
 from headlab.toy.tokenizer import train_tokenizer
@@ -181,7 +181,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
                             cfg.seed)
     losses: list[float] = []
     n_tokens = 0
-    bar = tqdm(range(cfg.steps), desc="toy pretrain", unit="step")
+    bar = progress_bar(range(cfg.steps), desc="toy pretrain", unit="step")
     for step in bar:
         ids, mask = packer.rows(cfg.batch_size)
         for g in opt.param_groups:
