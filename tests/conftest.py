@@ -1,4 +1,6 @@
 import os
+import socket
+import threading
 
 import pytest
 import torch
@@ -94,3 +96,25 @@ def squad_dev():
 def bigbench_task():
     """A function: BIG-bench task name (e.g. "navigate") -> path of its task.json."""
     return lambda name: _real_asset(lambda a: a.bigbench_task_path(name))
+
+
+@pytest.fixture
+def listener():
+    """A local TCP server that records whether anyone connected."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(3)
+    hits = []
+
+    def accept():
+        try:
+            hits.append(server.accept())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], hits
+    server.close()
+    thread.join(5)

@@ -3,8 +3,6 @@
 The guard's refusals are checked in both isolations; the escapes a program written to get out would try
 (tests/test_cot_sandbox_escapes.py) only under the operating system's isolation, which is what holds them."""
 
-import socket
-import threading
 from dataclasses import replace
 
 import pytest
@@ -23,28 +21,6 @@ def test_program_runs_and_prints():
     assert program_of("no code here") is None
     assert solve("no code here").status == "no_program"
     assert run_program("raise ValueError('nope')").status == "error"
-
-
-@pytest.fixture
-def listener():
-    """A local TCP server that records whether anyone connected."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(3)
-    hits = []
-
-    def accept():
-        try:
-            hits.append(server.accept())
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], hits
-    server.close()
-    thread.join(5)
 
 
 @pytest.mark.parametrize("isolation", BOTH)

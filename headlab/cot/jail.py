@@ -38,6 +38,9 @@ MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 22, 24, 38, 47
 
+# The system calls numbered alike on every architecture since Linux 5.1.
+UNIFIED = {"pidfd_send_signal": 424, "io_uring_setup": 425, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+           "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434, "mount_setattr": 442}
 # System calls by architecture (from the kernel's unistd tables): those seccomp refuses, and clone, which is
 # allowed only for threads. x32 numbers (bit 30) are refused as a block on x86_64.
 ARCHES = {
@@ -47,20 +50,15 @@ ARCHES = {
         "keyctl": 250, "add_key": 248, "request_key": 249, "userfaultfd": 323, "kexec_load": 246,
         "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
         "process_vm_readv": 310, "process_vm_writev": 311, "socket": 41, "socketpair": 53,
-        **dict.fromkeys(("pidfd_send_signal", "io_uring_setup", "open_tree", "move_mount", "fsopen", "fsconfig",
-                         "fsmount", "fspick", "pidfd_open", "mount_setattr"), 0)}},
+        **UNIFIED}},
     "aarch64": {"audit": 0xC00000B7, "pivot_root": 41, "clone": 220, "clone3": 435, "refuse": {
         "execve": 221, "execveat": 281, "ptrace": 117, "mount": 40, "umount2": 39, "pivot_root": 41,
         "chroot": 51, "unshare": 97, "setns": 268, "bpf": 280, "perf_event_open": 241, "keyctl": 219,
         "add_key": 217, "request_key": 218, "userfaultfd": 282, "kexec_load": 104, "kexec_file_load": 294,
         "init_module": 105, "finit_module": 273, "delete_module": 106, "process_vm_readv": 270,
         "process_vm_writev": 271, "socket": 198, "socketpair": 199,
-        **dict.fromkeys(("pidfd_send_signal", "io_uring_setup", "open_tree", "move_mount", "fsopen", "fsconfig",
-                         "fsmount", "fspick", "pidfd_open", "mount_setattr"), 0)}},
+        **UNIFIED}},
 }
-# The system calls numbered alike on every architecture since Linux 5.1.
-UNIFIED = {"pidfd_send_signal": 424, "io_uring_setup": 425, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-           "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434, "mount_setattr": 442}
 LANDLOCK_CREATE, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT = 444, 445, 446
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -202,8 +200,8 @@ def seccomp_filter(arch: dict) -> bytes:
 
     prog = [op(ld, 4), op(jeq, arch["audit"], 1, 0), op(ret, kill), op(ld, 0),
             op(jge, 0x40000000, 0, 1), op(ret, eperm), op(jeq, arch["clone3"], 0, 1), op(ret, enosys)]
-    for name, nr in sorted(arch["refuse"].items()):
-        prog += [op(jeq, nr or UNIFIED[name], 0, 1), op(ret, eperm)]
+    for nr in sorted(set(arch["refuse"].values())):
+        prog += [op(jeq, nr, 0, 1), op(ret, eperm)]
     namespaces = sum(NAMESPACES.values())
     prog += [op(jeq, arch["clone"], 0, 5), op(ld, 16), op(jset, CLONE_THREAD, 0, 2), op(jset, namespaces, 1, 0),
              op(ret, allow), op(ret, eperm), op(ret, allow)]
