@@ -30,7 +30,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from headlab.seam import cache_kwargs, output_cache
+from headlab.model.seam import cache_kwargs, output_cache
 
 CONFIG = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
               num_key_value_heads=2, max_position_embeddings=16384, eos_token_id=None, bos_token_id=None)
@@ -46,7 +46,7 @@ MODEL: str | None = None  # --model, set in each child process
 
 def _model(attn: str):
     if MODEL:
-        from headlab.seam import load_model
+        from headlab.model.loading import load_model
 
         return load_model(MODEL, attn_implementation=attn)[0]
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def _model(attn: str):
 
 def _vocab_size() -> int:
     if MODEL:
-        from headlab.seam import load_model_config
+        from headlab.model.loading import load_model_config
 
         return load_model_config(MODEL).get_text_config().vocab_size
     return CONFIG["vocab_size"]
@@ -68,7 +68,7 @@ def _prompt(length: int) -> list[int]:
 
 def run_detect(length: int, new_tokens: int) -> None:
     from headlab.data.probes import Probe
-    from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
 
     class Tok:  # token probes need only pad, eos and decode
         pad_token_id, eos_token_id = 0, None
@@ -160,7 +160,8 @@ def main() -> None:
     parser.add_argument("--model", help="a model folder or .gguf file (default: a random Llama of CONFIG's shape)")
     args = parser.parse_args()
     if args.model:
-        from headlab.seam import head_geometry, load_model_config
+        from headlab.model.geometry import head_geometry
+        from headlab.model.loading import load_model_config
 
         g = head_geometry(load_model_config(args.model))
         shape = f"{args.model}: {g.n_layers} layers x {g.n_heads} heads ({g.n_kv_heads} kv), head dim {g.head_dim}"

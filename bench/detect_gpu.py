@@ -25,8 +25,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from headlab.data.probes import Probe
-from headlab.detect import DetectConfig, detect_retrieval_heads
-from headlab.seam import cache_kwargs, output_cache
+from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
+from headlab.model.seam import cache_kwargs, output_cache
 
 LLAMA_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,

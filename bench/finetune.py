@@ -26,8 +26,15 @@ from transformers import Trainer, TrainerCallback
 from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.training import encode_all, load_task_data
-from headlab.finetune import FinetuneConfig, PadCollator, TokenDataset, build_model, prepare, training_arguments
-from headlab.loading import current_length
+from headlab.experiments.finetune import (
+    FinetuneConfig,
+    PadCollator,
+    TokenDataset,
+    build_model,
+    prepare,
+    training_arguments,
+)
+from headlab.model.loading import current_length
 
 
 def random_toy_model(folder: Path) -> str:
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ft-"))
     model = a.model
     if model is None:
-        from headlab.toy import default_model_dir
+        from headlab.model.loading import default_model_dir
 
         shipped = default_model_dir()
         model = str(shipped) if (shipped / "config.json").is_file() else random_toy_model(tmp / "model")
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
               / statistics.median(plain_rates)}
     print(json.dumps(result, indent=2))
     if a.out:
-        from headlab.io import atomic_write_json
+        from headlab.core.io import atomic_write_json
 
         atomic_write_json(a.out, result)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from headlab.generate import greedy_decode
-from headlab.interventions import head_means, knockout, patch_from_input
-from headlab.seam import Seam
+from headlab.mech.generate import greedy_decode
+from headlab.mech.interventions import head_means, knockout, patch_from_input
+from headlab.model.seam import Seam
 
 CONFIG = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
               num_key_value_heads=2, max_position_embeddings=8192, eos_token_id=None, bos_token_id=None)

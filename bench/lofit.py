@@ -19,10 +19,10 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from headlab.heads import parse_head, random_heads
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
 from headlab.lofit.merge import max_logit_difference, merge_into_model, save_merged
-from headlab.seam import Seam
+from headlab.mech.heads import parse_head, random_heads
+from headlab.model.seam import Seam
 
 CONFIG = dict(vocab_size=4096, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
               num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096,

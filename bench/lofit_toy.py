@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 
+from headlab.core.io import atomic_write_json
 from headlab.data.example import TASKS, TaskExample
 from headlab.data.prompts import pad_id_of, render_prompt
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.world_niah import niah_records
-from headlab.heads import random_heads
-from headlab.io import atomic_write_json
 from headlab.lofit.adapter import apply_adapters
 from headlab.lofit.baselines import n_trainable, train_lora
 from headlab.lofit.datasets import Completion
@@ -37,7 +36,9 @@ from headlab.lofit.evaluate import evaluate_completions
 from headlab.lofit.select import SelectConfig, select_heads
 from headlab.lofit.train import TrainConfig, collate, encode_pair, supervised_loss
 from headlab.lofit.tune import tune_offsets
-from headlab.seam import Seam, load_model
+from headlab.mech.heads import random_heads
+from headlab.model.loading import load_model
+from headlab.model.seam import Seam
 
 FACT_SHORT = "fact-short"  # toy fact QA with a short-answer target (fact_short_records)
 
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model is None:
-        from headlab.toy import default_model_dir
+        from headlab.model.loading import default_model_dir
         args.model = str(default_model_dir())
 
     model, tok = load_model(args.model)

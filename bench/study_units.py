@@ -36,12 +36,11 @@ def main() -> None:
     from headlab.data.metrics import task_score
     from headlab.data.task_prompts import task_probes
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.detect import DetectConfig, detect_retrieval_heads
-    from headlab.evaluate import EvalConfig, evaluate_examples, items_from_examples, score_items
-    from headlab.finetune import FinetuneConfig, finetune
-    from headlab.interventions import patch_from_model
-    from headlab.seam import load_model
-    from headlab.toy import model_or_default
+    from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
+    from headlab.experiments.evaluate import EvalConfig, evaluate_examples, items_from_examples, score_items
+    from headlab.experiments.finetune import FinetuneConfig, finetune
+    from headlab.mech.interventions import patch_from_model
+    from headlab.model.loading import load_model, model_or_default
 
     path = model_or_default(args.model)
     model, tok = load_model(path)

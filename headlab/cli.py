@@ -9,11 +9,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from headlab.cli_floor import Cli, Command, Flag, invoke, opt
-from headlab.detect import DetectConfig
-from headlab.errors import HeadlabError
-from headlab.options import ONLY_MODEL, ModelOptions, Selection
-from headlab.quiet import quiet_libraries
+from headlab.core.cli_floor import Cli, Command, Flag, invoke, opt
+from headlab.core.errors import HeadlabError
+from headlab.core.quiet import quiet_libraries
+from headlab.experiments.detect import DetectConfig
+from headlab.model.options import ONLY_MODEL, ModelOptions, Selection
 
 
 @dataclass(kw_only=True)
@@ -29,12 +29,13 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
 
     Score every head by how often it copies the needle while the model retrieves it. With no --model/--probes:
     the shipped tiny model and toy needle-in-a-haystack probes."""
+    from headlab.core.distributed import is_main
     from headlab.data.niah import length_limit
-    from headlab.data.probes import check_context_length, load_probes
+    from headlab.data.probe_files import load_probes
+    from headlab.data.probes import check_context_length
     from headlab.data.world_niah import default_probes
-    from headlab.detect import detect_retrieval_heads, write_detection
-    from headlab.distributed import is_main
-    from headlab.loading import inspect, load_weights
+    from headlab.experiments.detect import detect_retrieval_heads, write_detection
+    from headlab.model.loading import inspect, load_weights
 
     model_path = model.path
     # Check every input before loading weights: bad probes fail in seconds, not after loading an 8B model.
@@ -73,8 +74,8 @@ class HeadFile:
 
 def _heads_show(model: ModelOptions, sel: Selection, head_file: HeadFile) -> None:
     """print the top heads of a Retrieval_Head-format file"""
-    from headlab.heads import load_scores, mean_scores, select_heads
-    from headlab.loading import inspect
+    from headlab.mech.heads import load_scores, mean_scores, select_heads
+    from headlab.model.loading import inspect
 
     geometry = inspect(model.model).geometry if model.model else None
     means = mean_scores(load_scores(head_file.file, geometry))
@@ -83,10 +84,10 @@ def _heads_show(model: ModelOptions, sel: Selection, head_file: HeadFile) -> Non
 
 def _heads_import(model: ModelOptions, sel: Selection, head_file: HeadFile) -> None:
     """turn a Retrieval_Head JSON from another tool into a headlab folder"""
-    from headlab.heads import load_scores, mean_scores, score_matrix, select_heads
-    from headlab.io import atomic_write_json
-    from headlab.loading import inspect
-    from headlab.plots import head_heatmap
+    from headlab.core.io import atomic_write_json
+    from headlab.core.plots import head_heatmap
+    from headlab.mech.heads import load_scores, mean_scores, score_matrix, select_heads
+    from headlab.model.loading import inspect
 
     geometry = inspect(model.model).geometry if model.model else None
     scores = load_scores(head_file.file, geometry)
@@ -115,11 +116,11 @@ def commands() -> list[Command]:
     """Every command, in --help order (built per call: a test may replace a handler)."""
     from headlab.cot.cli import commands as cot
     from headlab.data.cli import commands as data
+    from headlab.experiments.mech_cli import commands as mech
+    from headlab.experiments.train_cli import commands as train
     from headlab.lofit.cli import commands as lofit
-    from headlab.mech_cli import commands as mech
     from headlab.study.cli import commands as study
     from headlab.toy.cli import commands as toy
-    from headlab.train_cli import commands as train
 
     heads_only = ONLY_MODEL  # --model is read for its geometry only
     return [
@@ -145,16 +146,16 @@ def run(argv: list[str] | None = None) -> None:
     import contextlib
     import io
 
-    from headlab.io import staged_folder
+    from headlab.core.io import staged_folder
 
     command, values, verbose = build_cli().parse(argv)
     quiet_libraries(verbose)
     if values.get("allow_pickle"):
-        from headlab.model_check import allow_pickle
+        from headlab.model.model_check import allow_pickle
 
         allow_pickle()
     # A command whose --out folder is written whole writes into a scratch sibling that is then moved in
-    # (headlab.io.staged_folder); not finetune, study (run folders that resume) nor lofit merge (one rename).
+    # (headlab.core.io.staged_folder); not finetune, study (run folders that resume) nor lofit merge (one rename).
     if not command.whole_output or not values.get("out"):
         invoke(command, values)
         return

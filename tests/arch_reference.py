@@ -93,7 +93,7 @@ def check_uniform_knockout_all_positions(model: nn.Module, reference: nn.Module,
                                         mask: torch.Tensor, pos: torch.Tensor, pad: int) -> None:
     """Uniform knockout at every position equals the eager copy with those heads' queries zeroed (row 1 is
     left-padded by `pad`), and it changes the logits."""
-    from headlab.interventions import knockout
+    from headlab.mech.interventions import knockout
 
     with torch.no_grad():
         base = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from headlab.compare import recall_score_correlation
-from headlab.io import atomic_write_json, atomic_write_text
-from headlab.niah_sweep import niah_heatmap
-from headlab.plots import head_heatmap
+from headlab.core.io import atomic_write_json, atomic_write_text
+from headlab.core.plots import head_heatmap
+from headlab.experiments.compare import recall_score_correlation
+from headlab.experiments.niah_sweep import niah_heatmap
 from headlab.study.config import REAL, StudyConfig
-from headlab.study.report import BASE
-from headlab.study.stages import eval_ref
+from headlab.study.layout import BASE, eval_ref
 
 N = 20  # held-out examples
 IDS = [f"ex{i}" for i in range(N)]

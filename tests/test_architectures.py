@@ -11,9 +11,11 @@ from test_detect import _Tok, echo_probes, reference_scores, token_probes
 from tiny import CONFIGS, build_model, build_tokenizer, padded_batch, same_weights
 from transformers import BloomConfig, BloomForCausalLM, MambaConfig, MambaForCausalLM
 
-from headlab.detect import DetectConfig, detect_retrieval_heads
-from headlab.errors import HeadlabError
-from headlab.seam import HeadGeometry, Seam, load_model
+from headlab.core.errors import HeadlabError
+from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
+from headlab.model.geometry import HeadGeometry
+from headlab.model.loading import load_model
+from headlab.model.seam import Seam
 
 ARCHS = list(CONFIGS)
 D = 16

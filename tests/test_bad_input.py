@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from headlab.cli import main
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 BAD_UTF8 = b'{"id": "a", "text": "caf\xe9"}\n'
 
@@ -26,7 +26,7 @@ BAD_UTF8 = b'{"id": "a", "text": "caf\xe9"}\n'
 def env(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
     from headlab.data.example import save_examples
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.seam import load_tokenizer
+    from headlab.model.loading import load_tokenizer
 
     root = tmp_path_factory.mktemp("bad-input")
     model = Path(tiny_model_dir)
@@ -253,7 +253,7 @@ def test_study_config_is_checked_whole_before_the_first_stage(tmp_path, capsys, 
 
 def test_allow_pickle_opts_in(env, tmp_path, capsys):
     # With the flag the pickle folder passes the check (the load itself then goes to transformers).
-    from headlab.model_check import allow_pickle, check_model_source
+    from headlab.model.model_check import allow_pickle, check_model_source
 
     allow_pickle()
     try:
@@ -264,12 +264,12 @@ def test_allow_pickle_opts_in(env, tmp_path, capsys):
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
     import headlab.cli as cli
-    import headlab.heads
+    import headlab.mech.heads
 
     def interrupted(*_, **__):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(headlab.heads, "load_scores", interrupted)  # Ctrl-C while `heads show` reads its file
+    monkeypatch.setattr(headlab.mech.heads, "load_scores", interrupted)  # Ctrl-C while `heads show` reads its file
     (tmp_path / "h.json").write_text(json.dumps({"0-0": [1.0]}))
     assert cli.main(["heads", "show", str(tmp_path / "h.json")]) == 130
     assert capsys.readouterr().err == "headlab: interrupted\n"
@@ -282,13 +282,13 @@ def test_a_line_left_mid_progress_bar_is_ended_before_the_message(monkeypatch, c
     import sys
 
     import headlab.cli as cli
-    import headlab.heads
+    import headlab.mech.heads
 
     def half_a_bar(*_, **__):
         sys.stderr.write("\rreading:  50%|#####     | 1/2")  # a progress bar leaves the cursor mid-line
         raise raised
 
-    monkeypatch.setattr(headlab.heads, "load_scores", half_a_bar)
+    monkeypatch.setattr(headlab.mech.heads, "load_scores", half_a_bar)
     (tmp_path / "h.json").write_text(json.dumps({"0-0": [1.0]}))
     assert cli.main(["heads", "show", str(tmp_path / "h.json")]) == code
     assert capsys.readouterr().err.splitlines()[-1] == last
@@ -327,11 +327,11 @@ def test_bad_rope_scaling_is_named(env, tmp_path, capsys, scaling, fragment):
 
 
 def test_names_that_look_local_never_reach_the_hub(tmp_path, monkeypatch):
-    from headlab.errors import HeadlabError
-    from headlab.model_check import check_model_source
+    from headlab.core.errors import HeadlabError
+    from headlab.model.model_check import check_model_source
 
     asked = []
-    monkeypatch.setattr("headlab.model_check.hub_reachable", lambda: asked.append(1) or True)
+    monkeypatch.setattr("headlab.model.model_check.hub_reachable", lambda: asked.append(1) or True)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     for name in ("runs/model", "./model", "~/nope/model", "a/b/c", "model", "C:\\models\\x"):
@@ -345,10 +345,10 @@ def test_names_that_look_local_never_reach_the_hub(tmp_path, monkeypatch):
 def test_hub_id_offline_is_one_line_or_the_cached_copy(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from headlab.errors import HeadlabError
-    from headlab.model_check import check_model_source
+    from headlab.core.errors import HeadlabError
+    from headlab.model.model_check import check_model_source
 
-    monkeypatch.setattr("headlab.model_check.hub_reachable", lambda: False)
+    monkeypatch.setattr("headlab.model.model_check.hub_reachable", lambda: False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: None)
     with pytest.raises(HeadlabError, match="hub cannot be reached and holds no cached copy") as e:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from headlab.cli import main
-from headlab.heads import load_scores, mean_scores, select_heads
+from headlab.mech.heads import load_scores, mean_scores, select_heads
 
 GOOD = {"context": "The grass is green. Mara Quill was born in Tovesk. The sky is blue.",
         "needle": "Mara Quill was born in Tovesk.", "question": "Where was Mara Quill born?"}
@@ -102,7 +102,7 @@ def test_select_heads(threshold, top_k, expected):
 
 
 def test_scored_ranking_leaves_out_heads_that_never_copied():
-    from headlab.heads import scored_ranking
+    from headlab.mech.heads import scored_ranking
 
     means = {"0-0": 0.0, "0-1": 0.3, "1-0": 0.0, "1-1": 0.05}
     assert scored_ranking(means) == ["0-1", "1-1"]

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import pytest
 
 from headlab.cli import GROUPS, commands, main
-from headlab.cli_floor import Cli, Command, build, given
-from headlab.detect import DetectConfig
-from headlab.errors import HeadlabError
-from headlab.finetune import FinetuneConfig
-from headlab.options import ModelOptions
+from headlab.core.cli_floor import Cli, Command, build, given
+from headlab.core.errors import HeadlabError
+from headlab.experiments.detect import DetectConfig
+from headlab.experiments.finetune import FinetuneConfig
+from headlab.model.options import ModelOptions
 
 
 def _parse(argv: list[str]):
@@ -122,7 +122,7 @@ def test_heads_compare_is_compare_with_a_reference(tmp_path, capsys):
 
 def test_toy_evaluate_calls_the_library_once_with_its_options(monkeypatch, capsys):
     import headlab.toy.evaluate as toy_evaluate
-    from headlab.toy import default_model_dir
+    from headlab.model.loading import default_model_dir
 
     calls = []
     monkeypatch.setattr(toy_evaluate, "evaluate_and_record", lambda *a: calls.append(a) or {"ok": 1})
@@ -149,7 +149,7 @@ def test_study_passes_device_and_dtype_only_when_given(monkeypatch, tmp_path, ca
 
 def test_every_command_builds_and_model_options_are_the_shared_ones():
     """--dtype and --device come from ModelOptions (one declaration): the same choices and checks everywhere."""
-    from headlab.inputs import check_device
+    from headlab.core.inputs import check_device
 
     cli = Cli("headlab", "test", commands(), GROUPS)
     assert len(cli.built) >= 22

@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import t as student_t
 
 from headlab.cli import main
-from headlab.compare import CompareConfig, compare_head_files, recall_score_correlation
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
+from headlab.experiments.compare import CompareConfig, compare_head_files, recall_score_correlation
 
 
 def _write(path, means):

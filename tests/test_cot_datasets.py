@@ -5,8 +5,8 @@ import json
 import pytest
 
 from headlab.cli import main
+from headlab.core.errors import HeadlabError
 from headlab.cot.datasets import load_dataset, parse_categories
-from headlab.errors import HeadlabError
 
 BIGBENCH = {
     "keywords": ["logical reasoning"], "preferred_score": "multiple_choice_grade",

@@ -7,10 +7,10 @@ import torch
 from fake_openai import chat_reply, fake_chat_server
 
 from headlab.cli import main
+from headlab.core.errors import HeadlabError
 from headlab.cot.backends import HFBackend, Reply, Request
 from headlab.cot.prompts import messages
 from headlab.cot.run import CotConfig, load_items, run_cot
-from headlab.errors import HeadlabError
 
 TASK = {
     "keywords": ["arithmetic"], "preferred_score": "exact_str_match",

@@ -7,10 +7,10 @@ import pytest
 from bpe import train_byte_level_bpe
 
 from headlab.cli import run
+from headlab.core.errors import HeadlabError
 from headlab.data.cli import load_tokenizer
 from headlab.data.example import load_examples
 from headlab.data.world import World
-from headlab.errors import HeadlabError
 
 
 def _run(*argv):

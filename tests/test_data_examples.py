@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from headlab.core.errors import HeadlabError
 from headlab.data.example import Document, TaskExample, load_examples, render_context, save_examples
-from headlab.errors import HeadlabError
 
 
 def _example() -> TaskExample:

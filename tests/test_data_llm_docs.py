@@ -4,9 +4,9 @@ import pytest
 from bpe import train_byte_level_bpe
 from fake_openai import chat_reply, fake_chat_server
 
+from headlab.core.errors import HeadlabError
 from headlab.data.llm_docs import LLMDocWriter
 from headlab.data.tasks import GenConfig, generate_examples
-from headlab.errors import HeadlabError
 
 
 class _Fake:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from headlab.core.errors import HeadlabError
 from headlab.data.loaders import load_mdqa, load_musique, load_summhay
-from headlab.errors import HeadlabError
 
 MDQA = {
     "question": "who wrote the opera carmen",

@@ -3,6 +3,7 @@
 import pytest
 from bpe import train_byte_level_bpe
 
+from headlab.core.errors import HeadlabError
 from headlab.data.example import Document, TaskExample, render_context
 from headlab.data.task_prompts import (
     char_to_token_span,
@@ -11,7 +12,6 @@ from headlab.data.task_prompts import (
     task_probes,
     task_question,
 )
-from headlab.errors import HeadlabError
 
 TEXTS = ["Ivo Lenn works at Acme Press. Acme Press is based in Tovesk. The sky is blue."] * 30
 

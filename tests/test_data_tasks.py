@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from bpe import train_byte_level_bpe
 
+from headlab.core.errors import HeadlabError
 from headlab.data.example import HAYSTACK_DIVERSITIES, NEEDLE_REALISMS, TASKS, example_from_dict
 from headlab.data.task_prompts import encode_prompt, render_task_prompt, task_probe
 from headlab.data.tasks import GenConfig, generate_example, generate_examples
 from headlab.data.world import RELATIONS, World
-from headlab.errors import HeadlabError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "headlab" / "assets" / "tiny-llama" / "tokenizer.json"
 LENGTH = 700

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
+from headlab.core.errors import HeadlabError
 from headlab.data.world import DIVERSITY, RELATIONS, World
-from headlab.errors import HeadlabError
 
 
 def _sample(seed: int) -> list[str]:

@@ -3,7 +3,7 @@ import torch
 from tiny import CONFIGS, build_model, build_tokenizer
 
 from headlab.data.probes import Probe
-from headlab.detect import DetectConfig, detect_retrieval_heads, unigram_recall, words
+from headlab.experiments.detect import DetectConfig, detect_retrieval_heads, unigram_recall, words
 
 
 def token_probes(n=5, seed=0):
@@ -125,7 +125,7 @@ def test_stop_token_ends_generation_after_it_is_scored():
 
 
 def test_text_probes_stop_at_newline_tokens():
-    from headlab.generate import stop_ids
+    from headlab.mech.generate import stop_ids
 
     tok = build_tokenizer()
     model = build_model("llama")

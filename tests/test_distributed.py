@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from headlab import distributed
 from headlab.cli import main
-from headlab.toy import default_model_dir
+from headlab.core import distributed
+from headlab.model.loading import default_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (default_model_dir() / "config.json").is_file(), reason="no shipped model")

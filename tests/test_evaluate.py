@@ -6,11 +6,18 @@ from test_finetune import LENGTH
 from tiny import write_task_file
 
 from headlab.cli import main
+from headlab.core.errors import HeadlabError
 from headlab.data.example import Document, TaskExample
-from headlab.errors import HeadlabError
-from headlab.evaluate import EvalConfig, depth_bin, evaluate_examples, gold_depth, score_prediction, summarize
-from headlab.niah_sweep import NiahSweepConfig, niah_sweep, probe_score
-from headlab.seam import load_model
+from headlab.experiments.evaluate import (
+    EvalConfig,
+    depth_bin,
+    evaluate_examples,
+    gold_depth,
+    score_prediction,
+    summarize,
+)
+from headlab.experiments.niah_sweep import NiahSweepConfig, niah_sweep, probe_score
+from headlab.model.loading import load_model
 
 
 def _example(task: str, answers: list[str], gold: list[int], n_docs: int = 5, length: int = 1024) -> TaskExample:
@@ -54,8 +61,8 @@ def eval_file(tmp_path_factory, tiny_model_dir):
 
 
 def test_evaluate_records_use_the_generated_text(tiny_model_dir, eval_file, monkeypatch):
-    from headlab import evaluate as ev
     from headlab.data.example import load_examples
+    from headlab.experiments import evaluate as ev
 
     model, tok = load_model(tiny_model_dir)
     examples = load_examples(eval_file)
@@ -118,7 +125,7 @@ def test_niah_probe_score():
 
 
 def test_niah_sweep_grid(tiny_model_dir, monkeypatch):
-    from headlab import niah_sweep as ns
+    from headlab.experiments import niah_sweep as ns
     from headlab.toy.tokenizer import train_tokenizer
 
     tok = train_tokenizer(0, 512, model_max_length=512)  # toy-world probes need the toy vocabulary

@@ -6,12 +6,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
+from headlab.core.errors import HeadlabError
 from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
-from headlab.errors import HeadlabError
-from headlab.finetune import FinetuneConfig, PadCollator, attention_projection_names, finetune
-from headlab.seam import load_model, load_tokenizer
+from headlab.experiments.finetune import FinetuneConfig, PadCollator, attention_projection_names, finetune
+from headlab.model.loading import load_model, load_tokenizer
 
 LENGTH = 280
 
@@ -163,7 +163,7 @@ def test_bad_config_values(tiny_model_dir, train_file, tmp_path):
 def test_extension_overrides():
     from tiny import CONFIGS
 
-    from headlab.loading import extension_overrides, ntk_theta
+    from headlab.model.loading import extension_overrides, ntk_theta
 
     llama = CONFIGS["llama"]()[1]  # 512 positions, head dim 16, theta 10000
     ext = extension_overrides(llama, 2048)

@@ -5,8 +5,8 @@ import torch
 from tiny import build_model, build_tokenizer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from headlab.errors import HeadlabError
-from headlab.generate import greedy_decode, greedy_generate, left_pad, newline_token_ids, stop_ids
+from headlab.core.errors import HeadlabError
+from headlab.mech.generate import greedy_decode, greedy_generate, left_pad, newline_token_ids, stop_ids
 
 
 def _prompts(n: int, seed: int = 0) -> list[list[int]]:

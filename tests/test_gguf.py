@@ -11,8 +11,9 @@ from tiny import COMMON, build_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from headlab.cli import main
-from headlab.heads import load_scores
-from headlab.seam import head_geometry, load_model, load_model_config, load_tokenizer
+from headlab.mech.heads import load_scores
+from headlab.model.geometry import head_geometry
+from headlab.model.loading import load_model, load_model_config, load_tokenizer
 
 gguf = pytest.importorskip("gguf")
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from tiny import build_model, build_tokenizer, padded_batch, same_weights
 
-from headlab.errors import HeadlabError
-from headlab.generate import greedy_generate
-from headlab.interventions import head_means, knockout
-from headlab.seam import Seam, cache_kwargs, output_cache
+from headlab.core.errors import HeadlabError
+from headlab.mech.generate import greedy_generate
+from headlab.mech.interventions import head_means, knockout
+from headlab.model.seam import Seam, cache_kwargs, output_cache
 
 ARCHS = ["llama", "mistral-gqa", "gpt2"]
 HEADS = ["0-1", "1-2", "1-3", "2-0"]

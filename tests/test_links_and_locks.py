@@ -12,9 +12,9 @@ import pytest
 from tiny import build_tokenizer
 
 from headlab.cli import main
+from headlab.core.errors import HeadlabError
+from headlab.core.io import staged_folder
 from headlab.data.probes import text_probe
-from headlab.errors import HeadlabError
-from headlab.io import staged_folder
 from headlab.study.pipeline import LOCK_FILE, Pipeline, Stage, run_folder_lock
 
 
@@ -93,7 +93,7 @@ def test_scratch_of_a_killed_run_is_removed_by_the_next(tmp_path):
 
 HOLD = textwrap.dedent('''
     import sys, time
-    from headlab.io import staged_folder
+    from headlab.core.io import staged_folder
     with staged_folder(sys.argv[1]) as scratch:
         print("held", flush=True)
         time.sleep(60)
@@ -173,7 +173,7 @@ def test_a_path_with_a_newline_stays_one_line(tmp_path, capsys):
 
 def test_a_chat_template_reaching_for_os_is_one_line_naming_it(tiny_model_dir):
     from headlab.data.prompts import render_prompt
-    from headlab.seam import load_tokenizer
+    from headlab.model.loading import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     tok.chat_template = "{{ ''.__class__.__mro__[1].__subclasses__() }}{{ cycler.__init__.__globals__.os }}"
@@ -183,6 +183,7 @@ def test_a_chat_template_reaching_for_os_is_one_line_naming_it(tiny_model_dir):
 
 def test_a_context_too_large_for_any_tokenization_is_refused_before_tokenizing(tmp_path, monkeypatch):
     from headlab.data import probes
+    from headlab.data.probe_files import load_probes
 
     tok = build_tokenizer()
     path = tmp_path / "huge.jsonl"
@@ -190,7 +191,7 @@ def test_a_context_too_large_for_any_tokenization_is_refused_before_tokenizing(t
     path.write_text(json.dumps(record) + "\n")
     monkeypatch.setattr(probes, "text_probe", lambda *a, **k: pytest.fail("tokenized"))
     with pytest.raises(HeadlabError, match=r"huge.jsonl:1: field 'context': 1,025 characters cannot fit"):
-        probes.load_probes(path, tok, max_positions=16)
+        load_probes(path, tok, max_positions=16)
 
 
 def test_a_stage_lock_linked_elsewhere_is_refused_by_the_distributed_executor(tmp_path, victim):

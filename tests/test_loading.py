@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from headlab.cli import main
+from headlab.core.errors import HeadlabError
 from headlab.data.example import save_examples
 from headlab.data.tasks import GenConfig, generate_examples
-from headlab.errors import HeadlabError
-from headlab.finetune import FinetuneConfig, finetune
-from headlab.loading import inspect, load_model, load_tokenizer
+from headlab.experiments.finetune import FinetuneConfig, finetune
+from headlab.model.loading import inspect, load_model, load_tokenizer
 
 SHIPPED_POSITIONS = 256  # the shipped toy model: it retrieves, so detection and knockout scores are not all zero
 EXTENDED = 512  # every probe below is longer than the shipped model's positions
@@ -21,7 +21,7 @@ ROPE = {"rope_type": "linear", "factor": 2.0}
 
 @pytest.fixture(scope="module")
 def base_dir():
-    from headlab.toy import default_model_dir
+    from headlab.model.loading import default_model_dir
 
     return default_model_dir()
 
@@ -46,7 +46,7 @@ def adapters(base_dir, tmp_path_factory):
 
 
 def test_inspect_reads_an_adapter_without_weights(adapters, base_dir, monkeypatch):
-    monkeypatch.setattr("headlab.loading._from_pretrained", lambda *a, **k: pytest.fail("inspect loaded weights"))
+    monkeypatch.setattr("headlab.model.loading._from_pretrained", lambda *a, **k: pytest.fail("inspect loaded weights"))
     adapter, merged = adapters
     info, base = inspect(adapter), inspect(base_dir)
     assert info.adapter == adapter and info.base.name == str(base_dir.resolve())
@@ -108,11 +108,11 @@ def test_loads_show_no_library_bar_unless_verbose(tiny_model_dir, capfd, monkeyp
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()  # as in a library session that never called quiet_libraries
-    monkeypatch.setattr("headlab.quiet._verbose", False)
+    monkeypatch.setattr("headlab.core.quiet._verbose", False)
     load_model(tiny_model_dir)
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own bars
-    monkeypatch.setattr("headlab.quiet._verbose", True)
+    monkeypatch.setattr("headlab.core.quiet._verbose", True)
     load_model(tiny_model_dir)
     assert "Loading weights" in capfd.readouterr().err
 

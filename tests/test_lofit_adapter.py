@@ -5,10 +5,10 @@ import torch
 from tiny import build_model
 from transformers import AutoModelForCausalLM
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 from headlab.lofit.adapter import LofitAdapter, apply_adapters, load_adapter
 from headlab.lofit.merge import max_logit_difference, merge_into_model, save_merged
-from headlab.seam import Seam
+from headlab.model.seam import Seam
 
 ARCHS = ["llama", "mistral-gqa", "qwen2", "gpt2"]
 

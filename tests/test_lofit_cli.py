@@ -99,7 +99,7 @@ def test_bad_input(tiny_model_dir, data, tmp_path, capsys):
 
 def test_merge_refuses_mismatched_adapter(tiny_model_dir, tmp_path, capsys):
     from headlab.lofit.adapter import LofitAdapter
-    from headlab.seam import HeadGeometry
+    from headlab.model.geometry import HeadGeometry
 
     LofitAdapter([(0, 0)], HeadGeometry(2, 8, 8, 8)).save(tmp_path / "a.safetensors")
     _bad(tmp_path, ["lofit", "merge", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "a.safetensors"),
@@ -107,9 +107,9 @@ def test_merge_refuses_mismatched_adapter(tiny_model_dir, tmp_path, capsys):
 
 
 def test_heads_from_a_detection_summary(tmp_path):
-    from headlab.errors import HeadlabError
+    from headlab.core.errors import HeadlabError
     from headlab.lofit.cli import read_heads
-    from headlab.seam import HeadGeometry
+    from headlab.model.geometry import HeadGeometry
 
     g = HeadGeometry(3, 4, 2, 16)
     (tmp_path / "summary.json").write_text(json.dumps({"retrieval_heads": ["2-1", "0-3"], "mean_scores": {}}))

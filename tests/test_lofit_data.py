@@ -5,7 +5,7 @@ import json
 import pytest
 from tiny import build_tokenizer
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 from headlab.lofit.datasets import (
     Completion,
     Preference,

@@ -7,8 +7,7 @@ import torch
 from lofit_util import completions, preferences
 from tiny import build_model, build_tokenizer
 
-from headlab.errors import HeadlabError
-from headlab.heads import random_heads
+from headlab.core.errors import HeadlabError
 from headlab.lofit.baselines import train_lora
 from headlab.lofit.datasets import MultipleChoice
 from headlab.lofit.evaluate import choice_logprobs, evaluate_multiple_choice
@@ -23,7 +22,8 @@ from headlab.lofit.train import (
     supervised_loss,
 )
 from headlab.lofit.tune import tune_offsets
-from headlab.seam import Seam
+from headlab.mech.heads import random_heads
+from headlab.model.seam import Seam
 
 TOK = build_tokenizer()
 

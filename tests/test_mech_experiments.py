@@ -8,15 +8,15 @@ import pytest
 from tiny import attention_tuned, build_model, build_tokenizer
 
 from headlab.cli import main
+from headlab.core.errors import HeadlabError
 from headlab.data.probes import Probe
-from headlab.errors import HeadlabError
-from headlab.evaluate import EvalItem, items_from_probes, load_eval_items, score_items
-from headlab.generate import greedy_generate
-from headlab.heads import random_heads
-from headlab.interventions import knockout
-from headlab.knockout import KnockoutConfig, run_knockout
-from headlab.patching import PatchConfig, patch_head_sets, run_patching
-from headlab.seam import HeadGeometry
+from headlab.experiments.evaluate import EvalItem, items_from_probes, load_eval_items, score_items
+from headlab.experiments.knockout import KnockoutConfig, run_knockout
+from headlab.experiments.patching import PatchConfig, patch_head_sets, run_patching
+from headlab.mech.generate import greedy_generate
+from headlab.mech.heads import random_heads
+from headlab.mech.interventions import knockout
+from headlab.model.geometry import HeadGeometry
 
 ALL = [f"{layer}-{h}" for layer in range(3) for h in range(4)]
 G = HeadGeometry(3, 4, 4, 16)

@@ -4,10 +4,10 @@ import pytest
 import torch
 from tiny import attention_tuned, build_model, build_tokenizer, padded_batch
 
-from headlab.errors import HeadlabError
-from headlab.generate import greedy_generate
-from headlab.interventions import patch_from_input, patch_from_model
-from headlab.seam import Seam
+from headlab.core.errors import HeadlabError
+from headlab.mech.generate import greedy_generate
+from headlab.mech.interventions import patch_from_input, patch_from_model
+from headlab.model.seam import Seam
 
 ARCHS = ["llama", "mistral-gqa", "gpt2"]
 ALL = [f"{layer}-{h}" for layer in range(3) for h in range(4)]

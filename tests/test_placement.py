@@ -6,14 +6,15 @@ import pytest
 import torch
 from tiny import build_model, build_tokenizer
 
+from headlab.core.errors import HeadlabError
 from headlab.data.probes import Probe
-from headlab.detect import DetectConfig, detect_retrieval_heads
-from headlab.errors import HeadlabError
-from headlab.generate import greedy_generate
-from headlab.interventions import head_means, knockout, patch_from_model
+from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
-from headlab.placement import parse_device_map, parse_max_memory
-from headlab.seam import Seam, input_device, load_model
+from headlab.mech.generate import greedy_generate
+from headlab.mech.interventions import head_means, knockout, patch_from_model
+from headlab.model.loading import load_model
+from headlab.model.placement import parse_device_map, parse_max_memory
+from headlab.model.seam import Seam, input_device
 
 # Layer 1 and 2 live on disk: their weights are on the meta device and are loaded by accelerate's hooks at
 # each forward; layer 0, the embeddings and the head stay on the CPU.

@@ -3,10 +3,11 @@ import json
 import pytest
 from tiny import build_tokenizer
 
+from headlab.core.errors import HeadlabError
 from headlab.data.niah import insert_at_depth, load_niah_spec, niah_probes
-from headlab.data.probes import load_probes, locate_needle, text_probe
+from headlab.data.probe_files import load_probes
+from headlab.data.probes import locate_needle, text_probe
 from headlab.data.prompts import PLAIN_TEMPLATE
-from headlab.errors import HeadlabError
 
 
 def test_locate_needle_exact_first_window():

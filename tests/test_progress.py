@@ -4,8 +4,8 @@ import io
 
 import pytest
 
-import headlab.progress as progress
-from headlab.progress import LogProgress, progress_bar
+import headlab.core.progress as progress
+from headlab.core.progress import LogProgress, progress_bar
 
 
 class Terminal(io.StringIO):

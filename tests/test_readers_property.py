@@ -14,7 +14,7 @@ import yaml  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from headlab.errors import HeadlabError  # noqa: E402
+from headlab.core.errors import HeadlabError  # noqa: E402
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
@@ -45,7 +45,7 @@ def _only_headlab_errors(fn, *args):
 @SETTINGS
 @given(noise)
 def test_read_json_never_crashes(data):
-    from headlab.io import read_json
+    from headlab.core.io import read_json
 
     _only_headlab_errors(read_json, _file(data, ".json"))
 
@@ -53,7 +53,7 @@ def test_read_json_never_crashes(data):
 @SETTINGS
 @given(json_values)
 def test_read_json_round_trips(value):
-    from headlab.io import read_json
+    from headlab.core.io import read_json
 
     assert read_json(_file(json.dumps(value).encode(), ".json")) == value
 
@@ -61,7 +61,7 @@ def test_read_json_round_trips(value):
 @SETTINGS
 @given(st.lists(noise, max_size=5))
 def test_iter_jsonl_never_crashes(lines):
-    from headlab.io import iter_jsonl
+    from headlab.core.io import iter_jsonl
 
     _only_headlab_errors(lambda p: list(iter_jsonl(p)), _file(b"\n".join(lines), ".jsonl"))
 
@@ -69,7 +69,7 @@ def test_iter_jsonl_never_crashes(lines):
 @SETTINGS
 @given(st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=3), max_size=5))
 def test_iter_jsonl_round_trips_with_line_numbers(records):
-    from headlab.io import iter_jsonl
+    from headlab.core.io import iter_jsonl
 
     path = _file("".join(json.dumps(r) + "\n\n" for r in records).encode(), ".jsonl")
     assert list(iter_jsonl(path)) == [(2 * i + 1, r) for i, r in enumerate(records)]
@@ -78,7 +78,7 @@ def test_iter_jsonl_round_trips_with_line_numbers(records):
 @SETTINGS
 @given(st.binary(max_size=40), st.binary(min_size=1, max_size=40))
 def test_non_utf8_is_located_at_its_first_bad_byte(good, bad):
-    from headlab.inputs import read_text
+    from headlab.core.inputs import read_text
 
     data = good + bad
     try:
@@ -128,7 +128,7 @@ def test_niah_spec_with_wrong_types_is_one_line(values):
 @SETTINGS
 @given(st.dictionaries(st.text(max_size=6), json_values, max_size=4) | json_values)
 def test_head_score_files_never_crash(value):
-    from headlab.heads import load_scores
+    from headlab.mech.heads import load_scores
 
     scores = _only_headlab_errors(load_scores, _file(json.dumps(value).encode(), ".json"))
     if scores is not None:  # what is accepted is canonical: one name per head

@@ -38,7 +38,7 @@ NEEDLES = [
 def smol(real_model_dir):
     """(model, tokenizer) through headlab's loader (SDPA, float32), with every core (the default suite pins torch
     to one thread, right for tiny models and wrong for this one)."""
-    from headlab.seam import load_model
+    from headlab.model.loading import load_model
 
     before = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -63,7 +63,7 @@ def probes_2k(smol, haystack):
 
 @pytest.fixture(scope="module")
 def detection_2k(smol, probes_2k):
-    from headlab.detect import DetectConfig, detect_retrieval_heads
+    from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
 
     model, tokenizer = smol
     return detect_retrieval_heads(model, tokenizer, probes_2k, DetectConfig(max_new_tokens=32, progress=False))
@@ -71,7 +71,7 @@ def detection_2k(smol, probes_2k):
 
 @pytest.fixture(scope="module")
 def ranking(detection_2k) -> list[str]:
-    from headlab.heads import mean_scores, scored_ranking
+    from headlab.mech.heads import mean_scores, scored_ranking
 
     return scored_ranking(mean_scores(detection_2k.retrieval_scores()))
 
@@ -109,9 +109,9 @@ def test_retrieval_scores_equal_the_no_cache_reference(smol, real_model_dir, pro
     DESIGN.md applied literally: each step recomputes the whole sequence with eager attention and
     output_attentions=True, top-1 per head (tests/test_detect.py's reference). Three decoding steps per probe
     keep the reference, a full 1K-token forward per step, inside the tier's time."""
-    from headlab.detect import DetectConfig, detect_retrieval_heads
-    from headlab.generate import stop_ids
-    from headlab.seam import load_model
+    from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
+    from headlab.mech.generate import stop_ids
+    from headlab.model.loading import load_model
 
     model, tokenizer = smol
     steps = 3
@@ -132,7 +132,7 @@ def test_retrieval_scores_equal_the_no_cache_reference(smol, real_model_dir, pro
 # ---- (c) retrieval heads exist and are few ----------------------------------------------------------------------
 
 def test_retrieval_heads_exist_and_are_a_small_fraction(detection_2k):
-    from headlab.heads import mean_scores, select_heads
+    from headlab.mech.heads import mean_scores, select_heads
 
     assert sum(o.counted for o in detection_2k.outcomes) >= 3  # the model retrieves the needles
     means = mean_scores(detection_2k.retrieval_scores())
@@ -148,8 +148,8 @@ def test_retrieval_heads_exist_and_are_a_small_fraction(detection_2k):
 # ---- (d) knockout: the top 10 matter, 10 random heads do not -----------------------------------------------------
 
 def test_knocking_out_the_top_10_hurts_niah_far_more_than_10_random_heads(smol, probes_1k, ranking):
-    from headlab.evaluate import items_from_probes
-    from headlab.knockout import KnockoutConfig, run_knockout
+    from headlab.experiments.evaluate import items_from_probes
+    from headlab.experiments.knockout import KnockoutConfig, run_knockout
 
     model, tokenizer = smol
     config = KnockoutConfig(k=10, mode="uniform", where="decode", seeds=3, curve=[], max_new_tokens=24,
@@ -169,10 +169,10 @@ def test_knocking_out_the_top_10_hurts_niah_far_more_than_10_random_heads(smol, 
 # ---- (e) LoFiT: an offset merged into the real model equals the hooked model -------------------------------------
 
 def test_lofit_offsets_merged_into_the_real_model_give_the_hooked_logits(smol, ranking):
-    from headlab.heads import parse_head
     from headlab.lofit.adapter import LofitAdapter, apply_adapters
     from headlab.lofit.merge import max_logit_difference, merge_into_model
-    from headlab.seam import Seam
+    from headlab.mech.heads import parse_head
+    from headlab.model.seam import Seam
 
     model, tokenizer = smol
     geometry = Seam.attach(model).geometry
@@ -216,7 +216,7 @@ def test_task_data_is_sized_with_the_real_tokenizer(smol, task):
 
 def test_gguf_file_loads_as_the_converted_checkpoint(smol):
     pytest.importorskip("gguf")
-    from headlab.seam import load_model
+    from headlab.model.loading import load_model
 
     path = _real_asset(lambda a: a.smollm2_gguf())
     model, tokenizer = smol

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from test_finetune import LENGTH, CountSteps, StopAt, cfg
 from tiny import write_task_file
 
-from headlab.errors import HeadlabError
-from headlab.finetune import CHECKPOINT_MARKER, finetune
+from headlab.core.errors import HeadlabError
+from headlab.experiments.finetune import CHECKPOINT_MARKER, finetune
 from headlab.study.pipeline import LOCK_FILE, Pipeline, Stage
 
 
@@ -211,7 +211,7 @@ def test_finetune_stage_killed_after_its_model_moved_keeps_the_model(tiny_model_
     monkeypatch.setattr(Pipeline, "_swap_in", real_swap)
     monkeypatch.setattr(stages, "atomic_write_json", real_write)
     trained = []
-    monkeypatch.setattr("headlab.finetune.finetune", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("headlab.experiments.finetune.finetune", lambda *a, **k: trained.append(1))
     _finetune_study(tmp_path / "run", tiny_model_dir, train_file, config).run(progress=False, log=print)
     assert trained == []  # the trained model survived: nothing retrained
     assert (tmp_path / "run" / "model" / "model" / "model.safetensors").is_file()
@@ -226,13 +226,15 @@ def test_copied_run_folder_resumes_an_interrupted_finetune(tiny_model_dir, train
     config = StudyConfig(base_model=str(tiny_model_dir))
     stop = StopAt(1)
     real = finetune
-    monkeypatch.setattr("headlab.finetune.finetune", lambda c, resume=False: real(c, resume, callbacks=[stop]))
+    monkeypatch.setattr("headlab.experiments.finetune.finetune",
+                        lambda c, resume=False: real(c, resume, callbacks=[stop]))
     with pytest.raises(HeadlabError, match="summary.json"):  # stopped early: no model, as a kill leaves it
         _finetune_study(tmp_path / "run", tiny_model_dir, train_file, config).run(progress=False, log=print)
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
     shutil.rmtree(tmp_path / "run")
     counter = CountSteps()
-    monkeypatch.setattr("headlab.finetune.finetune", lambda c, resume=False: real(c, resume, callbacks=[counter]))
+    monkeypatch.setattr("headlab.experiments.finetune.finetune",
+                        lambda c, resume=False: real(c, resume, callbacks=[counter]))
     _finetune_study(tmp_path / "copy", tiny_model_dir, train_file, config).run(progress=False, log=print)
     assert counter.steps == [2]  # resumed from checkpoint-1 of the original folder
 
@@ -246,8 +248,8 @@ def test_lock_file_left_by_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_command_killed_while_drawing_leaves_its_old_outputs_whole(tmp_path, monkeypatch, capsys):
-    from headlab import plots
     from headlab.cli import main
+    from headlab.core import plots
 
     out = tmp_path / "out"
     for name, score in (("a.json", 0.25), ("b.json", 0.75)):
@@ -274,8 +276,8 @@ class _Planted:
 
 
 def test_a_planted_pickle_in_a_checkpoint_is_refused_in_one_line(tiny_model_dir, train_file, tmp_path):
-    from headlab.finetune import _folder_hashes
-    from headlab.io import atomic_write_json
+    from headlab.core.io import atomic_write_json
+    from headlab.experiments.finetune import _folder_hashes
 
     run = cfg(tiny_model_dir, train_file, tmp_path / "b")
     assert finetune(run, callbacks=[StopAt(2)]) == {"stopped_at_step": 2}
@@ -289,7 +291,7 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_in_one_line(tiny_model_dir,
 HOLD_FINETUNE = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from headlab.io import folder_lock
+    from headlab.core.io import folder_lock
     out = Path(sys.argv[1])
     with folder_lock(out.with_name(f".{out.name}.lock"), out, remove=True):
         print("held", flush=True)

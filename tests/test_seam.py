@@ -3,8 +3,9 @@ import torch
 from tiny import CONFIGS, build_model, padded_batch, same_weights
 from transformers import MambaConfig, MambaForCausalLM
 
-from headlab.errors import HeadlabError
-from headlab.seam import HeadGeometry, Seam, head_geometry
+from headlab.core.errors import HeadlabError
+from headlab.model.geometry import HeadGeometry, head_geometry
+from headlab.model.seam import Seam
 
 
 @pytest.mark.parametrize("arch", list(CONFIGS))

@@ -10,12 +10,12 @@ from test_detect import _Tok, echo_probes, reference_scores, token_probes
 from tiny import SLIDING, WINDOW, attention_tuned, build_model, build_tokenizer, padded_batch, same_weights
 from transformers import StaticCache
 
+from headlab.core.errors import HeadlabError
 from headlab.data.probes import Probe
-from headlab.detect import DetectConfig, detect_retrieval_heads
-from headlab.errors import HeadlabError
-from headlab.generate import greedy_generate
-from headlab.interventions import knockout, patch_from_model
-from headlab.seam import Seam, cache_kwargs, last_query_top1, output_cache
+from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
+from headlab.mech.generate import greedy_generate
+from headlab.mech.interventions import knockout, patch_from_model
+from headlab.model.seam import Seam, cache_kwargs, last_query_top1, output_cache
 
 ALL = [f"{layer}-{h}" for layer in range(3) for h in range(4)]
 

@@ -1,4 +1,4 @@
-"""headlab.stats against scipy and plain references; the finding sentence follows its interval."""
+"""headlab.core.stats against scipy and plain references; the finding sentence follows its interval."""
 
 import itertools
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from headlab.errors import HeadlabError
-from headlab.stats import (
+from headlab.core.errors import HeadlabError
+from headlab.core.stats import (
     Difference,
     Estimate,
     difference_sentence,

@@ -1,6 +1,6 @@
 import pytest
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 from headlab.study.config import REAL, build_config
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 from headlab.study.pipeline import Pipeline, Stage
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from headlab.toy import default_model_dir
+from headlab.model.loading import default_model_dir
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (default_model_dir() / "config.json").is_file(), reason="no shipped model")]

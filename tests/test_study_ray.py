@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from headlab.toy import default_model_dir
+from headlab.model.loading import default_model_dir
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.extended,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from study_fake import fake_run, patch_record
 
-from headlab.io import atomic_write_json
+from headlab.core.io import atomic_write_json
 from headlab.study.config import StudyConfig
+from headlab.study.layout import BASE
 from headlab.study.pipeline import StageContext
-from headlab.study.report import BASE, collect, findings, write_report
+from headlab.study.report import collect, findings, write_report
 from headlab.study.stages import NO_SCORED_HEADS, _ranking
 
 CONFIG = StudyConfig(tasks=["mdqa"], variants=["symbolic-diverse", "templated-repetitive", "real-repetitive"])

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from headlab.data.world import World
 from headlab.data.world_niah import niah_records
-from headlab.toy import default_model_dir
+from headlab.model.loading import default_model_dir
 from headlab.toy.evaluate import answer
 
 NIAH_MIN = 9  # 11 of 12 copied exactly, 12 of 12 with the right answer, when shipped

@@ -5,10 +5,10 @@ import random
 import pytest
 import torch
 
+from headlab.core.errors import HeadlabError
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.data.world import World
 from headlab.data.world_niah import niah_records
-from headlab.errors import HeadlabError
 from headlab.toy.corpus import document
 from headlab.toy.pretrain import DocumentPacker, PretrainConfig, pretrain
 from headlab.toy.tokenizer import train_tokenizer

@@ -35,7 +35,7 @@ from transformers import (
     Starcoder2ForCausalLM,
 )
 
-from headlab.seam import default_attention
+from headlab.model.loading import default_attention
 
 VOCAB = 96
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -159,7 +159,7 @@ def write_task_file(path, tokenizer_dir, n: int, length: int, seed: int):
     written with the tokenizer of `tokenizer_dir`: the training or evaluation file of CLI tests."""
     from headlab.data.example import save_examples
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.seam import load_tokenizer
+    from headlab.model.loading import load_tokenizer
 
     save_examples(generate_examples(GenConfig("mdqa", "symbolic", "repetitive", n=n, length=length, seed=seed,
                                               doc_sentences=(0, 1)), load_tokenizer(tokenizer_dir)), path)

@@ -95,8 +95,8 @@ def build_fixtures(root: Path) -> dict[str, str]:
     """Every input file the cases name, valid ones made by headlab itself, then broken copies of them."""
     import torch
 
-    from headlab.io import atomic_write_json, atomic_write_text
-    from headlab.toy import default_model_dir
+    from headlab.core.io import atomic_write_json, atomic_write_text
+    from headlab.model.loading import default_model_dir
 
     root.mkdir(parents=True, exist_ok=True)
     f: dict[str, Path] = {}
@@ -948,7 +948,7 @@ class Runner:
     def _inproc(self, argv: list[str], attempts: list[str], timeout_s: int) -> tuple[int | None, str]:
         from huggingface_hub import constants
 
-        import headlab.model_check as model_check
+        import headlab.model.model_check as model_check
         from headlab.cli import main
 
         out, err = io.StringIO(), io.StringIO()
@@ -1112,7 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from headlab.quiet import quiet_libraries
+    from headlab.core.quiet import quiet_libraries
 
     torch.set_num_threads(1)
     quiet_libraries(False)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from headlab.core.io import atomic_write_json
 from headlab.cot.prompts import render_plain
 from headlab.data.prompts import apply_chat_template
-from headlab.io import atomic_write_json
 
 
 @dataclass
@@ -48,7 +48,7 @@ class HFBackend:
 
     def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 8,
                  trust_remote_code: bool = False):
-        from headlab.seam import load_model
+        from headlab.model.loading import load_model
 
         self.model_path, self.dtype, self.batch_size = str(model_path), dtype, batch_size
         self.model, self.tokenizer = load_model(model_path, device=device, dtype=dtype,
@@ -66,7 +66,7 @@ class HFBackend:
 
     def generate(self, requests: list[Request]) -> list[Reply]:
         from headlab.data.prompts import encode_prompt
-        from headlab.generate import greedy_generate
+        from headlab.mech.generate import greedy_generate
 
         replies: list[Reply | None] = [None] * len(requests)
         for cap in sorted({r.max_new_tokens for r in requests}):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from headlab.cli_floor import Command, Flag, opt
+from headlab.core.cli_floor import Command, Flag, opt
 from headlab.cot.run import CotConfig
-from headlab.options import ModelOptions
+from headlab.model.options import ModelOptions
 
 
 @dataclass(kw_only=True)

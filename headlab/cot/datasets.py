@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from headlab.errors import HeadlabError, where
-from headlab.inputs import read_text
-from headlab.io import iter_jsonl, read_json
+from headlab.core.errors import HeadlabError, where
+from headlab.core.inputs import read_text
+from headlab.core.io import iter_jsonl, read_json
 
 ANSWER_TYPES = ("mc", "number", "yesno", "text")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from headlab.cot.stats import RESAMPLES, bootstrap_ci, paired_ci, verdict
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
 
 CATEGORY_ORDER = ("math", "symbolic", "commonsense", "knowledge")
 COLORS = {"math": "#3b73b9", "symbolic": "#7a4fb3", "commonsense": "#2e9d62", "knowledge": "#d08a2c"}
@@ -126,7 +126,7 @@ def markdown(header: list[str], body: list[list[str]]) -> str:
 
 def gain_figure(rows: list[dict], path: str | Path, title: str) -> None:
     """CoT minus direct accuracy per dataset with its paired 95% interval, bars coloured and grouped by category."""
-    from headlab.plots import plt, save_figure
+    from headlab.core.plots import plt, save_figure
 
     rows = [r for r in rows if "cot_minus_direct" in r]
     diffs = np.array([r["cot_minus_direct"]["diff"] for r in rows])
@@ -152,7 +152,7 @@ def gain_figure(rows: list[dict], path: str | Path, title: str) -> None:
 
 def write_report(folder: str | Path, resamples: int = RESAMPLES) -> dict:
     """Compute the summary and write summary.json, report.md, cot_gain.png and report.html into `folder`."""
-    from headlab.study.html import Page
+    from headlab.core.html import Page
 
     if not isinstance(resamples, int) or resamples < 1:  # an empty bootstrap has no interval to report
         raise HeadlabError(f"cot report: field 'resamples' must be >= 1 (got {resamples!r})")

@@ -14,13 +14,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, atomic_write_text
 from headlab.cot.backends import Backend, Request, ResponseCache, answer_all
 from headlab.cot.datasets import Item, load_dataset
 from headlab.cot.extract import Extraction, extract, is_correct
 from headlab.cot.prompts import MODES, messages, question_text
 from headlab.cot.sandbox import SandboxLimits, SandboxResult, isolation_problem, solve
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -98,7 +98,7 @@ def make_backend(config: CotConfig) -> Backend:
 
     if config.endpoint:
         return EndpointBackend(config.endpoint, config.model, api_key=os.environ.get("OPENAI_API_KEY"))
-    from headlab.loading import model_or_default
+    from headlab.model.loading import model_or_default
 
     if config.threads:
         import torch
@@ -114,7 +114,7 @@ def _progress(done: int, total: int) -> None:
 
 def run_cot(config: CotConfig, out: str | Path, backend: Backend | None = None) -> Path:
     """Evaluate every item in every mode; returns the path of examples.jsonl."""
-    from headlab.inputs import check_out
+    from headlab.core.inputs import check_out
 
     config.check()
     isolation = plan_isolation(config)

@@ -12,7 +12,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from headlab.cli_floor import Command, Flag, given, opt
+from headlab.core.cli_floor import Command, Flag, given, opt
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json
 from headlab.data.example import (
     HAYSTACK_DIVERSITIES,
     NEEDLE_REALISMS,
@@ -23,13 +25,11 @@ from headlab.data.example import (
 )
 from headlab.data.squad import SquadConfig
 from headlab.data.tasks import GenConfig
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json
 
 
 def load_tokenizer(spec: str | None) -> Any:
     """A fast tokenizer from a tokenizer.json file or a local model folder (default: the shipped model's)."""
-    from headlab import loading
+    from headlab.model import loading
 
     if spec is None:
         spec = str(loading.default_model_dir())

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headlab.errors import HeadlabError, where
-from headlab.io import atomic_write_text, iter_jsonl, require
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import atomic_write_text, iter_jsonl, require
 
 TASKS = ("mdqa", "multihop", "citation")
 NEEDLE_REALISMS = ("real", "templated", "symbolic")

@@ -15,9 +15,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json
 from headlab.data.spans import sentence_spans
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json
 
 DOC_PROMPT = ("Write one short encyclopedia-style paragraph (4 to 6 sentences) about {title}. It must "
               "contain this sentence word for word: \"{sentence}\" Do not state any other fact of the same "

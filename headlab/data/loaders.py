@@ -14,10 +14,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import iter_jsonl, read_json, require
 from headlab.data.example import DATASET, Document, TaskExample, citation_question, render_context
 from headlab.data.spans import answer_sentence_span, best_overlap_sentence_span
-from headlab.errors import HeadlabError, where
-from headlab.io import iter_jsonl, read_json, require
 
 
 def _str_list(obj: dict, fld: str, path: Path | str, lineno: int | None) -> list[str]:

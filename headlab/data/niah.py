@@ -16,10 +16,10 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import read_document
 from headlab.data.probes import Probe, text_probe
 from headlab.data.prompts import encode_prompt, render_prompt
-from headlab.errors import HeadlabError, where
-from headlab.io import read_document
 
 
 @dataclass
@@ -55,7 +55,7 @@ def check_lengths(lengths: list[int], limit: int | None, source: str, max_positi
 
 def load_niah_spec(path: str | Path, max_length: int | None = None, max_positions: int | None = None) -> NiahSpec:
     """Read and check a spec; `max_length` refuses longer prompts before any haystack is tokenized."""
-    from headlab.inputs import read_text
+    from headlab.core.inputs import read_text
 
     path = Path(path)
     raw = read_document(path, "spec")

@@ -10,9 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import require
 from headlab.data.prompts import encode_prompt, render_prompt
-from headlab.errors import HeadlabError, where
-from headlab.io import iter_jsonl, require
 
 NEEDLE_OVERLAP = 0.9  # a window is the needle when it shares more than this fraction of the needle's token set
 
@@ -128,24 +128,6 @@ def probe_from_record(record: dict, tokenizer, path: str | Path, lineno: int | N
     except HeadlabError as e:
         raise HeadlabError(f"{where(path, lineno, 'needle')}: {e}") from None
 
-
-def load_probes(path: str | Path, tokenizer, max_length: int | None = None,
-                max_positions: int | None = None) -> list[Probe]:
-    """Probes from a JSONL file (text or token probes), or from a needle-in-a-haystack spec (.json/.yaml)
-    whose lengths must not exceed `max_length` (checked before the haystack is tokenized)."""
-    path = Path(path)
-    if path.suffix in (".json", ".yaml", ".yml"):
-        from headlab.data.niah import load_niah_spec, niah_probes
-
-        spec = load_niah_spec(path, max_length, max_positions)
-        try:
-            return niah_probes(spec, tokenizer)
-        except HeadlabError as e:  # a needle not found names its probe; name the spec too, once
-            raise (e if str(e).startswith(str(path)) else HeadlabError(f"{path}: {e}")) from None
-    probes = [probe_from_record(obj, tokenizer, path, lineno, max_positions) for lineno, obj in iter_jsonl(path)]
-    if not probes:
-        raise HeadlabError(f"{path}: no probes in file")
-    return probes
 
 
 def check_context_length(probes: list[Probe], max_positions: int | None, max_new_tokens: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 PLAIN_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
 

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from headlab.core.errors import HeadlabError, check_fields, where
+from headlab.core.io import read_json, require
 from headlab.data.example import DATASET, Document, TaskExample, citation_question, document_header, render_context
 from headlab.data.loaders import _sub
 from headlab.data.spans import sentence_spans
 from headlab.data.task_prompts import encode_prompt, render_task_prompt
-from headlab.errors import HeadlabError, check_fields, where
-from headlab.io import read_json, require
 
 SQUAD_TASKS = ("mdqa", "citation")
 POSITIONS = ("first", "middle", "last", "random")

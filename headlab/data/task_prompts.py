@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from headlab.core.errors import HeadlabError
 from headlab.data.example import TaskExample
 from headlab.data.metrics import normalize_answer
 from headlab.data.probes import Probe
 from headlab.data.prompts import render_prompt
-from headlab.errors import HeadlabError
 
 # Appended to the question on its own line. Short, because the tiny model is fine-tuned on them too.
 INSTRUCTIONS = {

@@ -15,6 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from headlab.core.errors import HeadlabError, check_fields
 from headlab.data.example import (
     HAYSTACK_DIVERSITIES,
     NEEDLE_REALISMS,
@@ -28,7 +29,6 @@ from headlab.data.needles import Needle, Plan, citation_plan, mdqa_plan, multiho
 from headlab.data.prompts import render_prompt
 from headlab.data.task_prompts import INSTRUCTIONS, encode_prompt, render_task_prompt
 from headlab.data.world import World
-from headlab.errors import HeadlabError, check_fields
 
 __all__ = ["GenConfig", "TaskExample", "generate_example", "generate_examples"]
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import iter_jsonl
 from headlab.data.example import TaskExample, example_from_dict
 from headlab.data.prompts import encode_prompt
 from headlab.data.task_prompts import render_task_prompt
-from headlab.errors import HeadlabError, where
-from headlab.io import iter_jsonl
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (the Hugging Face convention)
 _KNOWN_FIELDS = frozenset(f.name for f in fields(TaskExample))

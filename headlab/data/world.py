@@ -29,7 +29,7 @@ import random
 import zlib
 from dataclasses import dataclass
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 SPLITS = ("train", "heldout")
 DIVERSITY = ("diverse", "repetitive", "symbolic")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
+from headlab.core.errors import HeadlabError
 from headlab.data.probes import Probe, text_probe
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.data.world import World
-from headlab.errors import HeadlabError
 
 # The probes `headlab detect`, `knockout` and `patch` use without --probes / --data.
 DEFAULT_PROBES = 24

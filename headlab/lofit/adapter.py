@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from headlab.errors import HeadlabError
-from headlab.heads import head_name, parse_head
-from headlab.io import atomic_write_bytes
-from headlab.seam import HeadGeometry, Seam, input_device
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_bytes
+from headlab.mech.heads import head_name, parse_head
+from headlab.model.geometry import HeadGeometry
+from headlab.model.seam import Seam, input_device
 
 FORMAT = "headlab-lofit-1"
 

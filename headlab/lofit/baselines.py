@@ -19,7 +19,7 @@ def train_lora(model, tokenizer, records: Sequence[Completion | Preference], con
     """Wrap `model` with LoRA (PEFT) and train it with the shared loop; returns (peft model, loss per step)."""
     from peft import LoraConfig, get_peft_model
 
-    from headlab.model_check import check_lora_rank
+    from headlab.model.model_check import check_lora_rank
 
     check_lora_rank(rank, model.config, "rank")
     reference = None
@@ -28,7 +28,7 @@ def train_lora(model, tokenizer, records: Sequence[Completion | Preference], con
     modules = list(targets or _LORA_TARGETS.get(model.config.model_type, _DEFAULT_TARGETS))
     torch.manual_seed(config.seed)  # LoRA initialises A randomly: same seed, same run
     lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules, lora_dropout=0.0, bias="none")
-    from headlab.quiet import peft_wrapping
+    from headlab.core.quiet import peft_wrapping
 
     with peft_wrapping():
         peft_model = get_peft_model(model, lora)

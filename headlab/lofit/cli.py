@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from headlab.cli_floor import Command, Flag, opt
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, read_json
+from headlab.core.cli_floor import Command, Flag, opt
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, read_json
 from headlab.lofit.select import SelectConfig
 from headlab.lofit.train import TrainConfig
-from headlab.options import ModelOptions
+from headlab.model.options import ModelOptions
 
 FORMATS = ("auto", "truthfulqa", "mquake", "clutrr")
 
@@ -39,7 +39,7 @@ def load_data(path: str, fmt: str, tokenizer, purpose: str, limit: int | None = 
 
 def read_heads(path: str, geometry) -> list[str]:
     """Heads from a `lofit select` heads.json ("heads") or a detection summary.json ("retrieval_heads")."""
-    from headlab.heads import head_name, parse_head
+    from headlab.mech.heads import head_name, parse_head
 
     obj = read_json(path)
     key = "heads" if isinstance(obj, dict) and "heads" in obj else "retrieval_heads"
@@ -63,13 +63,13 @@ class LofitData:
 
 
 def _load(model: ModelOptions):
-    from headlab.seam import load_model
+    from headlab.model.loading import load_model
 
     return load_model(model.path, device=model.device, dtype=model.dtype, **model.placement())
 
 
 def _geometry(model_path: str):
-    from headlab.loading import inspect
+    from headlab.model.loading import inspect
 
     return inspect(model_path).geometry
 
@@ -80,7 +80,7 @@ def _select(model: ModelOptions, run: LofitData, config: SelectConfig) -> None:
     Learn a scale per head with an L1 penalty and keep the heads with the largest scale norms (default 3% of
     heads)."""
     from headlab.lofit.select import select_heads
-    from headlab.seam import load_tokenizer
+    from headlab.model.loading import load_tokenizer
 
     path = model.path
     records = load_data(run.data, run.format, load_tokenizer(path), "train", run.limit)
@@ -113,10 +113,10 @@ def _tune(model: ModelOptions, run: LofitData, tune: TuneOptions, cfg: TrainConf
 
     Train offsets on the heads of --heads (method lofit), on as many random heads outside them (random), or
     LoRA on the attention (lora). Heads selected for another task give the transfer baseline."""
-    from headlab.heads import random_heads
     from headlab.lofit.baselines import n_trainable, train_lora
     from headlab.lofit.tune import tune_offsets
-    from headlab.seam import load_tokenizer
+    from headlab.mech.heads import random_heads
+    from headlab.model.loading import load_tokenizer
 
     path = model.path
     records = load_data(run.data, run.format, load_tokenizer(path), "train", run.limit)
@@ -212,20 +212,20 @@ def _eval(model: ModelOptions, run: LofitData, opts: EvalOptions) -> None:
     from headlab.lofit.adapter import apply_adapters
     from headlab.lofit.datasets import MultipleChoice
     from headlab.lofit.evaluate import evaluate_completions, evaluate_multiple_choice
-    from headlab.seam import load_tokenizer
+    from headlab.model.loading import load_tokenizer
 
     path = model.path
     records = load_data(run.data, run.format, load_tokenizer(path), "eval", run.limit)
     adapters = _read_adapters(opts.adapter or [], path)
     if opts.lora:
-        from headlab.model_check import check_model_folder
+        from headlab.model.model_check import check_model_folder
 
         if not Path(opts.lora).is_dir():
             raise HeadlabError(f"{opts.lora}: LoRA folder not found")
         check_model_folder(Path(opts.lora), weights=True)  # adapter_model.bin (pickle) refused
     loaded, tokenizer = _load(model)
     if opts.lora:
-        from headlab.loading import attach_adapter
+        from headlab.model.loading import attach_adapter
 
         loaded = attach_adapter(loaded, opts.lora)
     with apply_adapters(loaded, *adapters):
@@ -233,7 +233,7 @@ def _eval(model: ModelOptions, run: LofitData, opts: EvalOptions) -> None:
             result = evaluate_multiple_choice(loaded, tokenizer, records)
         else:
             result = evaluate_completions(loaded, tokenizer, records, opts.max_new_tokens)
-    from headlab.distributed import is_main
+    from headlab.core.distributed import is_main
 
     if not is_main():  # under `accelerate launch` the main process alone writes
         return

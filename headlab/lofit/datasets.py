@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import iter_jsonl, read_json, require
 from headlab.data.prompts import render_prompt
-from headlab.errors import HeadlabError, where
-from headlab.io import iter_jsonl, read_json, require
 
 
 @dataclass
@@ -187,7 +187,7 @@ def load_clutrr(path: str | Path, tokenizer) -> list[Completion]:
     path = Path(path)
     if not path.is_file():
         raise HeadlabError(f"{path}: file not found")
-    from headlab.inputs import read_text
+    from headlab.core.inputs import read_text
 
     out = []
     with io.StringIO(read_text(path), newline="") as f:  # decoded whole: a bad byte is located, not raised

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 import torch
 
+from headlab.core.distributed import map_items
+from headlab.core.progress import progress_bar
 from headlab.data.metrics import exact_match, substring_match, task_score
 from headlab.data.prompts import encode_prompt, pad_id_of
-from headlab.distributed import map_items
-from headlab.generate import greedy_generate
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
-from headlab.progress import progress_bar
-from headlab.seam import input_device
+from headlab.mech.generate import greedy_generate
+from headlab.model.seam import input_device
 
 
 def greedy_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
-from headlab.seam import Seam
+from headlab.model.seam import Seam
 
 _HAS_BIAS_FLAG = ("llama", "gemma", "gemma2", "gemma3_text", "qwen3", "olmo", "olmo2", "granite", "glm")
 _AS_LLAMA = ("mistral", "qwen2")
@@ -127,7 +127,7 @@ def merge_into_model(model: nn.Module, adapters: Sequence[LofitAdapter]) -> nn.M
 def _projections(model: nn.Module, n_layers: int) -> list[nn.Module]:
     # Attaching a Seam to the merged model would switch its attention implementation to headlab's wrapper,
     # so look the projections up the seam's way without attaching.
-    from headlab.seam import find_attention_layers
+    from headlab.model.seam import find_attention_layers
 
     return [proj for _, proj in find_attention_layers(model, n_layers)]
 

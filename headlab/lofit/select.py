@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from headlab.errors import HeadlabError
-from headlab.heads import head_name
+from headlab.core.errors import HeadlabError
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
 from headlab.lofit.datasets import Completion, Preference
 from headlab.lofit.train import TrainConfig, reference_logprobs, train
-from headlab.seam import HeadGeometry, Seam
+from headlab.mech.heads import head_name
+from headlab.model.geometry import HeadGeometry
+from headlab.model.seam import Seam
 
 
 @dataclass

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from headlab.core.errors import HeadlabError
+from headlab.core.progress import progress_bar
 from headlab.data.prompts import encode_prompt, pad_id_of
-from headlab.errors import HeadlabError
 from headlab.lofit.datasets import Completion, Preference
-from headlab.progress import progress_bar
 
 
 @dataclass

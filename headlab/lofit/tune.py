@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from headlab.errors import HeadlabError
-from headlab.heads import parse_head
+from headlab.core.errors import HeadlabError
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
 from headlab.lofit.datasets import Completion, Preference
 from headlab.lofit.train import TrainConfig, reference_logprobs, train
-from headlab.seam import Seam
+from headlab.mech.heads import parse_head
+from headlab.model.seam import Seam
 
 
 def tune_offsets(model, tokenizer, records: Sequence[Completion | Preference], heads: Sequence[str],

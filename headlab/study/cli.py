@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from headlab.cli_floor import Command, Flag, given, opt
-from headlab.options import ModelOptions
+from headlab.core.cli_floor import Command, Flag, given, opt
+from headlab.model.options import ModelOptions
 
 
 @dataclass(kw_only=True)
@@ -31,8 +31,8 @@ def _study(model: ModelOptions, opts: StudyOptions) -> None:
 
     Data -> fine-tune each variant -> evaluate -> task retrieval heads -> compare -> knockout -> patching ->
     report. Re-running skips finished stages; a changed setting recomputes its stage and what depends on it."""
-    from headlab.distributed import launched
-    from headlab.errors import HeadlabError
+    from headlab.core.distributed import launched
+    from headlab.core.errors import HeadlabError
     from headlab.study.config import build_config
     from headlab.study.stages import build_study
 
@@ -65,7 +65,7 @@ def _check_against_model(config, source: str) -> None:
     """What needs the base model's config (not its weights): checked before the first stage, not when the
     stage that needs it comes up minutes later."""
     from headlab.data.niah import check_lengths, length_limit
-    from headlab.loading import inspect
+    from headlab.model.loading import inspect
     from headlab.study.stages import base_model_path
 
     positions = inspect(base_model_path(config), weights=True).max_positions  # weight files whole, too

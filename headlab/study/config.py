@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import read_document
 from headlab.data.example import HAYSTACK_DIVERSITIES, NEEDLE_REALISMS, TASKS
-from headlab.errors import HeadlabError, where
-from headlab.io import read_document
 
 DTYPES = ("float32", "bfloat16", "float16")
 REAL = "real"  # the variant trained on real data (for the toy world: its richest, held-out distribution)
@@ -110,7 +110,7 @@ class StudyConfig:
             raise bad("niah_depths", "a non-empty list of fractions in [0, 1]")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"one of {', '.join(DTYPES)}")
-        from headlab.inputs import check_device
+        from headlab.core.inputs import check_device
 
         try:
             check_device(self.device) if isinstance(self.device, str) else None
@@ -123,7 +123,7 @@ class StudyConfig:
     def _check_finetune(self, source: str) -> None:
         """The fine-tune settings as the fine-tune stage will read them: a typo fails now, not after the data
         stages have run."""
-        from headlab.finetune import FinetuneConfig
+        from headlab.experiments.finetune import FinetuneConfig
 
         if not isinstance(self.finetune, dict) or not all(isinstance(k, str) for k in self.finetune):
             raise HeadlabError(f"{where(source, None, 'finetune')} must be a mapping of fine-tune settings")

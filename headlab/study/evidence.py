@@ -5,7 +5,7 @@ Scores are means over held-out examples; a model with several fine-tune seeds is
 mean over its seeds (each seed's own score and interval are kept too). Comparisons are paired: the same
 examples under two conditions (real vs a synthetic variant, top-K vs random knockout, patched vs unpatched),
 bootstrapped over examples, with a sign-flip permutation p-value. Intervals are percentile bootstraps with a
-fixed seed (`headlab.stats`), so a re-run of the report gives the same numbers.
+fixed seed (`headlab.core.stats`), so a re-run of the report gives the same numbers.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from headlab.errors import HeadlabError
-from headlab.io import read_json
-from headlab.stats import mean_interval, paired_difference, spearman_interval
+from headlab.core.errors import HeadlabError
+from headlab.core.io import read_json
+from headlab.core.stats import mean_interval, paired_difference, spearman_interval
 from headlab.study.config import REAL, StudyConfig
+from headlab.study.layout import BASE, eval_ref
 
-BASE = "base"
 METHOD = "percentile"  # BCa costs 10x more per interval and the report computes hundreds; n is >= 100 here
 COLUMNS = ["task", "model", "seed", "example_id", "condition", "k", "control_seed", "score"]
 
@@ -68,8 +68,6 @@ class Evidence:
     # ---- per task ---------------------------------------------------------------------------------------
 
     def _task(self, task: str) -> dict:
-        from headlab.study.stages import eval_ref
-
         config, root = self.config, self.root
         per_example: dict[str, list[float]] = {}
         scores: dict[str, dict] = {}
@@ -187,7 +185,7 @@ def write_table(rows: list[dict], out: Path) -> None:
     import csv
     import io
 
-    from headlab.io import atomic_write_text
+    from headlab.core.io import atomic_write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")

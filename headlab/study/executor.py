@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from headlab.errors import HeadlabError
-from headlab.io import open_lock_file
-from headlab.progress import progress_bar
+from headlab.core.errors import HeadlabError
+from headlab.core.io import open_lock_file
+from headlab.core.progress import progress_bar
 from headlab.study.pipeline import Pipeline
 
 # Stages that run a model: on a GPU when the cluster has GPUs. Data, compare and report need a CPU only.

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headlab.errors import HeadlabError
-from headlab.inputs import check_out
-from headlab.io import atomic_write_json, file_sha256, folder_lock
-from headlab.progress import progress_bar
+from headlab.core.errors import HeadlabError
+from headlab.core.inputs import check_out
+from headlab.core.io import atomic_write_json, file_sha256, folder_lock
+from headlab.core.progress import progress_bar
 
 STAGE_FILE = "stage.json"
 CONFIG_FILE = "config.json"

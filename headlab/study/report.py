@@ -3,22 +3,23 @@ and the long-format table of every score (scores.csv, scores.jsonl).
 
 Every number carries its n and 95% interval (study/evidence.py). Every sentence of the findings is built
 from a paired comparison and says no more than its interval: a difference is a win or a loss only when the
-interval excludes 0 and the permutation p is below 0.05 (headlab.stats.difference_sentence).
+interval excludes 0 and the permutation p is below 0.05 (headlab.core.stats.difference_sentence).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from headlab.io import atomic_write_json, atomic_write_text
-from headlab.plots import plt, save_figure
-from headlab.stats import Difference, Estimate, difference_sentence, format_p
+from headlab.core.html import Page
+from headlab.core.io import atomic_write_json, atomic_write_text
+from headlab.core.plots import plt, save_figure
+from headlab.core.stats import Difference, Estimate, difference_sentence, format_p
 from headlab.study.config import REAL, StudyConfig
-from headlab.study.evidence import BASE, Evidence, interval_errors, write_table
-from headlab.study.html import Page
+from headlab.study.evidence import Evidence, interval_errors, write_table
+from headlab.study.layout import BASE
 from headlab.study.pipeline import StageContext
 
-__all__ = ["BASE", "collect", "findings", "write_report"]
+__all__ = ["collect", "findings", "write_report"]
 
 
 def collect(root: Path, config: StudyConfig) -> dict:

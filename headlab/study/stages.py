@@ -1,15 +1,6 @@
 """The paper's pipeline as stages over a run folder (see pipeline.py for resumption).
 
-    data/{task}/{variant}/seed{s}                training set per variant and fine-tune seed
-    data/{task}/eval, data/{task}/probe          held-out real sets: evaluation; retrieval-head detection
-    models/{task}/{variant}/seed{s}              context-extension fine-tune of the base model, one per seed
-    eval/{task}/base, eval/{task}/{variant}/seed{s}   downstream score on the evaluation set (per example)
-    heads/{task}/{model}                         task retrieval heads (DESIGN.md "Task retrieval score")
-    compare/{task}                               recall against the real-data model; Spearman with score
-    knockout/{task}/{model}                      top-K retrieval heads against random heads, curve over K
-    patch/{task}/{variant}                       real-data model -> synthetic-data model, curve over K
-    niah/{model}                                 needle-in-a-haystack sweep of base and real-data models
-    report                                       figures, one HTML page, numbers with intervals, scores table
+The folders are named in layout.py.
 
 Heads, knockout, patching and the sweeps use each variant's first seed (its "primary" model); every
 fine-tune seed is evaluated. Detection ranks heads on a probe set of its own, so the examples knockout and
@@ -23,19 +14,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, read_json
 from headlab.data.example import load_examples, save_examples
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json, read_json
 from headlab.study.config import REAL, StudyConfig
+from headlab.study.layout import BASE, EVAL, PROBE, eval_ref, model_ref, seed_name
 from headlab.study.pipeline import Pipeline, Stage, StageContext
-
-BASE = "base"
-EVAL = "eval"
-PROBE = "probe"
-
-
-def seed_name(s: int) -> str:
-    return f"seed{s}"
 
 
 def curve_ks(k: int) -> list[int]:
@@ -48,21 +32,12 @@ def curve_ks(k: int) -> list[int]:
 
 
 def base_model_path(config: StudyConfig) -> str:
-    from headlab.loading import model_or_default
+    from headlab.model.loading import model_or_default
 
     return model_or_default(config.base_model)
 
-def model_ref(task: str | None, model: str, seed: int = 0) -> str | None:
-    """The stage that trained a model (its fine-tune seed index `seed`), or None for the base model."""
-    return None if model == BASE else f"models/{task}/{model}/{seed_name(seed)}"
-
-
-def eval_ref(task: str, model: str, seed: int = 0) -> str:
-    return f"eval/{task}/{BASE}" if model == BASE else f"eval/{task}/{model}/{seed_name(seed)}"
-
-
 def _load(ctx: StageContext, ref: str | None, config: StudyConfig):
-    from headlab.seam import load_model
+    from headlab.model.loading import load_model
 
     path = base_model_path(config) if ref is None else str(ctx.deps[ref] / "model")
     return load_model(path, device=config.device, dtype=config.dtype)
@@ -72,7 +47,7 @@ def _load(ctx: StageContext, ref: str | None, config: StudyConfig):
 
 def make_data(ctx: StageContext, config: StudyConfig) -> None:
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.seam import load_tokenizer
+    from headlab.model.loading import load_tokenizer
 
     i = ctx.inputs
     if i.get("file"):
@@ -91,7 +66,7 @@ def make_data(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_finetune(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.finetune import FinetuneConfig, _check_run_folder, finetune
+    from headlab.experiments.finetune import FinetuneConfig, _check_run_folder, finetune
 
     i = ctx.inputs
     run = ctx.work / "run"
@@ -126,14 +101,14 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _eval_items(ctx: StageContext, data_stage: str, tokenizer, n: int = 0):
     """The first n examples of a data stage as scoring items (n = 0: all)."""
-    from headlab.evaluate import items_from_examples
+    from headlab.experiments.evaluate import items_from_examples
 
     examples = load_examples(ctx.deps[data_stage] / "examples.jsonl")
     return items_from_examples(examples[:n] if n else examples, tokenizer)
 
 
 def run_eval(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.evaluate import EvalConfig, evaluate_examples, write_evaluation
+    from headlab.experiments.evaluate import EvalConfig, evaluate_examples, write_evaluation
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
@@ -147,7 +122,7 @@ def run_eval(ctx: StageContext, config: StudyConfig) -> None:
 def run_heads(ctx: StageContext, config: StudyConfig) -> None:
     from headlab.data.metrics import task_score
     from headlab.data.task_prompts import task_probes
-    from headlab.detect import DetectConfig, DetectionResult, detect_retrieval_heads, write_detection
+    from headlab.experiments.detect import DetectConfig, DetectionResult, detect_retrieval_heads, write_detection
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
@@ -183,7 +158,7 @@ def run_heads(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_compare(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.compare import CompareConfig, compare_head_files, write_compare
+    from headlab.experiments.compare import CompareConfig, compare_head_files, write_compare
 
     i = ctx.inputs
     paths = [ctx.deps[f"heads/{i['task']}/{v}"] for v in i["variants"]]
@@ -202,13 +177,13 @@ NO_SCORED_HEADS = "no head has a non-zero retrieval score on this task's probes"
 def _ranking(heads_folder: Path) -> list[str]:
     """The heads that scored, best first; empty when none did. Heads with a zero score tie, and their order
     is only their index: knocking out or patching "the top" of them would test layer 0, not retrieval."""
-    from headlab.heads import scored_ranking
+    from headlab.mech.heads import scored_ranking
 
     return scored_ranking(read_json(heads_folder / "summary.json")["mean_scores"])
 
 
 def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.knockout import KnockoutConfig, run_knockout, write_knockout
+    from headlab.experiments.knockout import KnockoutConfig, run_knockout, write_knockout
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)
@@ -224,7 +199,7 @@ def run_knockout_stage(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.patching import PatchConfig, run_patching, write_patching
+    from headlab.experiments.patching import PatchConfig, run_patching, write_patching
 
     i = ctx.inputs
     source, tokenizer = _load(ctx, i["source"], config)
@@ -244,7 +219,7 @@ def run_patch_stage(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_niah(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.niah_sweep import NiahSweepConfig, niah_sweep, write_niah
+    from headlab.experiments.niah_sweep import NiahSweepConfig, niah_sweep, write_niah
 
     i = ctx.inputs
     model, tokenizer = _load(ctx, i["model"], config)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from headlab.cli_floor import Command, Flag, opt
-from headlab.options import MODEL_FIELDS, ONLY_PICKLE, ModelOptions
+from headlab.core.cli_floor import Command, Flag, opt
+from headlab.model.options import MODEL_FIELDS, ONLY_PICKLE, ModelOptions
 from headlab.toy.pretrain import PretrainConfig
 
 

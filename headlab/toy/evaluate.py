@@ -1,6 +1,6 @@
 """Quality of a toy checkpoint: held-out perplexity and needle-in-a-haystack accuracy by context length.
 
-    python -m headlab.toy.evaluate [--model DIR] [--lengths 192 256 512 1024] [--write]
+    headlab toy evaluate [--model DIR] [--lengths 192 256 512 1024] [--write]
 
 `--write` stores the figures in the checkpoint's training.json under "quality".
 """
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
+from headlab.core.io import atomic_write_json, read_json
+from headlab.core.progress import progress_bar
 from headlab.data.prompts import encode_prompt, render_prompt
 from headlab.data.world import World
 from headlab.data.world_niah import niah_records
-from headlab.generate import greedy_generate
-from headlab.io import atomic_write_json, read_json
-from headlab.loading import load_model
-from headlab.progress import progress_bar
+from headlab.mech.generate import greedy_generate
+from headlab.model.loading import load_model
 from headlab.toy.corpus import document
 
 
@@ -66,7 +66,7 @@ def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dic
     `length` prompt tokens: what the study's evaluation measures, here at a length of the caller's choice."""
     from headlab.data.example import TASKS
     from headlab.data.tasks import GenConfig, generate_examples
-    from headlab.evaluate import EvalConfig, evaluate_examples
+    from headlab.experiments.evaluate import EvalConfig, evaluate_examples
 
     out = {}
     for task in TASKS:
@@ -78,7 +78,7 @@ def task_accuracy(model, tok, length: int, n: int = 30, seed: int = 4242) -> dic
 
 def evaluate(model_dir: str | Path, lengths: list[int], n: int = 40) -> dict:
     from headlab.data.niah import check_lengths, length_limit
-    from headlab.loading import inspect
+    from headlab.model.loading import inspect
 
     # Lengths are checked against the model's positions before any weight is read: a typo such as
     # 100000000 would otherwise build prompts until the machine's memory is gone.
@@ -104,10 +104,3 @@ def evaluate_and_record(model_dir: str | Path, lengths: list[int], n: int = 40, 
         atomic_write_json(path, meta)
     return quality
 
-
-if __name__ == "__main__":  # the same as `headlab toy evaluate ...`
-    import sys
-
-    from headlab.cli import main
-
-    sys.exit(main(["toy", "evaluate", *sys.argv[1:]]))

@@ -1,6 +1,6 @@
 """Pretrain the tiny Llama that headlab ships, on toy-world text, from a seed.
 
-    python -m headlab.toy.pretrain --out DIR [--seed 0 --steps 1850]
+    headlab toy pretrain --out DIR [--seed 0 --steps 1850]
 
 Writes a Hugging Face folder (model.safetensors, config.json, tokenizer files) plus training.json.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json
+from headlab.core.progress import progress_bar
 from headlab.data.world import World
-from headlab.errors import HeadlabError
-from headlab.io import atomic_write_json
-from headlab.progress import progress_bar
 from headlab.toy.corpus import document
 from headlab.toy.task_corpus import task_document
 from headlab.toy.tokenizer import train_tokenizer
@@ -162,7 +162,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path | None = None, tok: PreTrained
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     if cfg.init:
-        from headlab.loading import load_model
+        from headlab.model.loading import load_model
 
         model, tok = load_model(cfg.init)  # checked (whole safetensors, no pickle) before it loads
     else:
@@ -213,10 +213,3 @@ def save(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out: str | Path,
     tok.save_pretrained(out)
     atomic_write_json(out / "training.json", summary)
 
-
-if __name__ == "__main__":  # the same as `headlab toy pretrain ...`
-    import sys
-
-    from headlab.cli import main
-
-    sys.exit(main(["toy", "pretrain", *sys.argv[1:]]))

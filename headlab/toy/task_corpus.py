@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from headlab.core.errors import HeadlabError
 from headlab.data.example import HAYSTACK_DIVERSITIES, TASKS
 from headlab.data.task_prompts import render_task_prompt
 from headlab.data.tasks import GenConfig, generate_example
-from headlab.errors import HeadlabError
 from headlab.toy.corpus import pick_from_mix
 
 # Needle realism of pretraining task documents: mostly natural wordings, some fixed templates and symbols.

@@ -1,6 +1,6 @@
 """Context extension as config overrides: a longer max_position_embeddings and a RoPE change (transformers 5
 keeps RoPE settings in `config.rope_parameters`). Fine-tuning computes them (`extension_overrides`) and saves
-them next to an adapter (headlab.loading.EXTENSION_FILE); the loader re-applies them (`apply_overrides`)."""
+them next to an adapter (headlab.model.loading.EXTENSION_FILE); the loader re-applies them (`apply_overrides`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import copy
 import math
 from typing import Any
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 _NEEDS_ORIGINAL = ("yarn", "longrope", "llama3", "dynamic")  # rope types whose scaling needs the pretraining length
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 
 def split_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, dict]:

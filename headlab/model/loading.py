@@ -29,16 +29,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from headlab.errors import HeadlabError
-from headlab.extension import (  # noqa: F401  (re-exported: the loader is where callers find them)
+from headlab.core.errors import HeadlabError
+from headlab.core.quiet import library_bars_off, peft_wrapping
+from headlab.model.extension import (  # noqa: F401  (re-exported: the loader is where callers find them)
     apply_overrides,
     current_length,
     extension_overrides,
     ntk_theta,
 )
-from headlab.gguf_input import _gguf_dequantized, _gguf_special_tokens, _plain_model, split_gguf
-from headlab.quiet import library_bars_off, peft_wrapping
-from headlab.seam import HeadGeometry, head_geometry
+from headlab.model.geometry import HeadGeometry, head_geometry
+from headlab.model.gguf_input import _gguf_dequantized, _gguf_special_tokens, _plain_model, split_gguf
 
 ADAPTER_CONFIG = "adapter_config.json"
 EXTENSION_FILE = "extension.json"  # the extension overrides, saved next to a fine-tuned adapter
@@ -110,8 +110,8 @@ def _inspect(source: str, trust_remote_code: bool, gguf_file: str | None, weight
 
 def _inspect_adapter(source: str, folder: Path, trust_remote_code: bool, weights: bool,
                      chain: tuple[Path, ...]) -> ModelInfo:
-    from headlab.io import read_json
-    from headlab.model_check import check_model_folder
+    from headlab.core.io import read_json
+    from headlab.model.model_check import check_model_folder
 
     check_model_folder(folder, weights)  # adapter_model.safetensors whole; adapter_model.bin refused
     adapter = folder / ADAPTER_CONFIG
@@ -194,9 +194,9 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str | torch
     A GGUF file (`path/to/x.gguf`, or a folder plus `gguf_file`) is dequantized into an ordinary model; an
     adapter is merged into its base, rebuilt under the adapter's context extension.
     `device_map` ("auto", or module name -> device) spreads a model too large for one device over several
-    (and CPU, and disk) through accelerate's big-model loading; `device` is then unused (headlab/placement.py).
+    (and CPU, and disk) through accelerate's big-model loading; `device` is then unused (headlab/model/placement.py).
     """
-    from headlab.placement import big_model_kwargs
+    from headlab.model.placement import big_model_kwargs
 
     big_model_kwargs(device_map, max_memory)  # bad placement options fail before anything is read
     info = inspect(name_or_path, trust_remote_code, gguf_file)
@@ -209,8 +209,8 @@ def load_weights(info: ModelInfo, device: str = "cpu", dtype: str | torch.dtype 
                  max_memory: dict | None = None) -> nn.Module:
     """The model `info` describes, in eval mode (`model.train()` to train it): its config as `info.config` says,
     adapters merged. Weight files are checked (whole, no pickle) before anything loads."""
-    from headlab.distributed import process_device
-    from headlab.placement import big_model_kwargs
+    from headlab.core.distributed import process_device
+    from headlab.model.placement import big_model_kwargs
 
     placement = big_model_kwargs(device_map, max_memory)
     if attn_implementation == "sdpa":
@@ -222,7 +222,7 @@ def load_weights(info: ModelInfo, device: str = "cpu", dtype: str | torch.dtype 
     if adapters and placement:
         raise HeadlabError(f"{info.source}: --device-map needs a model folder; merge the adapter first "
                            "(headlab finetune --merge)")
-    from headlab.model_check import check_model_folder
+    from headlab.model.model_check import check_model_folder
 
     for folder in adapters:
         check_model_folder(folder, weights=True)  # adapter_model.safetensors whole; adapter_model.bin refused
@@ -252,7 +252,7 @@ def attach_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
     adapter weights stay separate (`headlab lofit eval --lora`)."""
     from peft import PeftModel
 
-    from headlab.model_check import check_model_folder
+    from headlab.model.model_check import check_model_folder
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -289,7 +289,7 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def _loading(name: str, load: Callable, weights: bool = False, check: bool = True):
     """`load()`, after checking the source (local vs hub, config and safetensors whole, pickle refused), with
     transformers' errors as one line. A GGUF file carries its own config and weights: split_gguf has checked it."""
-    from headlab.model_check import check_model_source
+    from headlab.model.model_check import check_model_source
 
     if check:
         check_model_source(name, weights)
@@ -313,7 +313,7 @@ def _load_errors() -> tuple[type[Exception], ...]:
 
 
 def _weights_kwargs() -> dict:
-    from headlab.model_check import pickle_allowed
+    from headlab.model.model_check import pickle_allowed
 
     return {} if pickle_allowed() else {"use_safetensors": True}
 
@@ -326,7 +326,7 @@ def default_model_dir() -> Path:
     """Folder of the shipped checkpoint."""
     # Path(__file__) rather than importlib.resources: the folder must be a real directory for
     # from_pretrained, and setuptools installs package data as plain files next to the modules.
-    return Path(__file__).resolve().parent / "assets" / "tiny-llama"
+    return Path(__file__).resolve().parents[1] / "assets" / "tiny-llama"
 
 
 def model_or_default(path: str | None) -> str:

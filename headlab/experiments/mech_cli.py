@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from headlab.cli_floor import Command, Flag, opt
-from headlab.compare import CompareConfig
-from headlab.distributed import is_main
-from headlab.errors import HeadlabError
-from headlab.interventions import MODES, WHERE
-from headlab.knockout import KnockoutConfig
-from headlab.options import ModelOptions, Selection
-from headlab.patching import PatchConfig
+from headlab.core.cli_floor import Command, Flag, opt
+from headlab.core.distributed import is_main
+from headlab.core.errors import HeadlabError
+from headlab.experiments.compare import CompareConfig
+from headlab.experiments.knockout import KnockoutConfig
+from headlab.experiments.patching import PatchConfig
+from headlab.mech.interventions import MODES, WHERE
+from headlab.model.options import ModelOptions, Selection
 
 
 @dataclass(kw_only=True)
@@ -37,8 +37,8 @@ class PatchData(RunData):
 
 
 def _ranking(path: str, geometry) -> list[str]:
-    from headlab.compare import SCORES_FILE
-    from headlab.heads import load_scores, mean_scores, scored_ranking
+    from headlab.experiments.compare import SCORES_FILE
+    from headlab.mech.heads import load_scores, mean_scores, scored_ranking
 
     file = Path(path) / SCORES_FILE if Path(path).is_dir() else Path(path)
     return scored_ranking(mean_scores(load_scores(file, geometry)))
@@ -46,7 +46,7 @@ def _ranking(path: str, geometry) -> list[str]:
 
 def _items(run: RunData, seed: int, max_new_tokens: int, info):
     """The evaluation items, checked against the model `info` describes (no weights loaded)."""
-    from headlab.evaluate import check_lengths, items_from_probes, load_eval_items
+    from headlab.experiments.evaluate import check_lengths, items_from_probes, load_eval_items
 
     tokenizer, positions = info.tokenizer, info.max_positions
     if run.data:
@@ -71,8 +71,8 @@ def _knockout(model: ModelOptions, heads: KnockoutHeads, config: KnockoutConfig,
 
     Task score with the top-K heads of a score file knocked out, against K random heads outside the top set
     over several seeds, and a curve over K. Writes knockout.json, config.json, knockout_curve.png."""
-    from headlab.knockout import run_knockout, write_knockout
-    from headlab.loading import inspect, load_weights
+    from headlab.experiments.knockout import run_knockout, write_knockout
+    from headlab.model.loading import inspect, load_weights
 
     model_path = model.path
     info = inspect(model_path, model.trust_remote_code)
@@ -104,8 +104,8 @@ def _patch(model: ModelOptions, models: PatchModels, config: PatchConfig, run: P
     The target generates while the source runs in lockstep on the same tokens; the target's z at the patched
     heads is the source's. Head sets: intersection, complement (only the source's), source, random. Writes
     patching.json, config.json, patching.png."""
-    from headlab.loading import inspect, load_weights
-    from headlab.patching import run_patching, write_patching
+    from headlab.experiments.patching import run_patching, write_patching
+    from headlab.model.loading import inspect, load_weights
 
     source_info, target_info = (inspect(m, model.trust_remote_code) for m in (models.source, models.target))
     tokenizer = target_info.tokenizer
@@ -143,7 +143,7 @@ def _compare(files: CompareFiles, config: CompareConfig) -> None:
 
     Compare head-score files pairwise and against --reference; with --scores (one downstream score per file),
     the Spearman correlation of recall and score across models."""
-    from headlab.compare import compare_head_files, write_compare
+    from headlab.experiments.compare import compare_head_files, write_compare
 
     result = compare_head_files(files.files, files.reference, files.scores, config)
     if files.out:

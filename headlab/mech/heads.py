@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from headlab.errors import HeadlabError, where
-from headlab.io import read_json
-from headlab.seam import HeadGeometry
+from headlab.core.errors import HeadlabError, where
+from headlab.core.io import read_json
+from headlab.model.geometry import HeadGeometry
 
 Head = tuple[int, int]
 

@@ -18,7 +18,7 @@ A command with `config_file=True` also takes `--config FILE` (YAML or JSON, keys
 on the command line override the file.
 
 argparse is used here and nowhere else; usage errors are a HeadlabError (one line, exit status 2), and every
-number, device and output location is checked the same way on every command (headlab/inputs.py).
+number, device and output location is checked the same way on every command (headlab/core/inputs.py).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 from typing import Any, NoReturn
 
-from headlab.errors import HeadlabError
-from headlab.inputs import check_device, check_out, number_check
+from headlab.core.errors import HeadlabError
+from headlab.core.inputs import check_device, check_out, number_check
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ class Cli:
 
 def _read_config(path: str, options: dict[str, _Option]) -> dict[str, Any]:
     """A --config file's settings, each read and checked as its flag would be; errors name the file and key."""
-    from headlab.io import read_document
+    from headlab.core.io import read_document
 
     data = read_document(path)
     if not isinstance(data, dict):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from headlab.errors import HeadlabError, where
+from headlab.core.errors import HeadlabError, where
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,7 +55,7 @@ def file_sha256(path: str | Path) -> str:
 
 def read_json(path: str | Path, expect: type | None = None) -> Any:
     """The JSON document in `path`; with `expect` (dict or list), anything else is a one-line error."""
-    from headlab.inputs import read_text
+    from headlab.core.inputs import read_text
 
     path = Path(path)
     try:
@@ -76,7 +76,7 @@ def read_document(path: str | Path, what: str = "") -> Any:
     document in the message ("spec")."""
     import yaml
 
-    from headlab.inputs import read_text
+    from headlab.core.inputs import read_text
 
     path = Path(path)
     text = read_text(path)
@@ -101,7 +101,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise HeadlabError(f"{path}: file not found")
-    from headlab.inputs import decode_utf8
+    from headlab.core.inputs import decode_utf8
 
     opener = gzip.open if path.suffix == ".gz" else open
     offset = 0
@@ -210,8 +210,8 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
     so a kill while figures are drawn can no longer leave new scores beside an old summary. One command at a
     time writes a folder (a lock beside it, as the study's, removed when done); holding it, any other scratch
     folder of `final` belongs to a process that died (killed mid-run), and is removed."""
-    from headlab.distributed import is_main
-    from headlab.inputs import check_out
+    from headlab.core.distributed import is_main
+    from headlab.core.inputs import check_out
 
     final = check_out(final)  # a link (dangling, to a folder or a file) or a file is refused here
     final.parent.mkdir(parents=True, exist_ok=True)

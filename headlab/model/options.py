@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from headlab.cli_floor import opt
-from headlab.errors import HeadlabError
+from headlab.core.cli_floor import opt
+from headlab.core.errors import HeadlabError
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -44,13 +44,13 @@ class ModelOptions:
     @property
     def path(self) -> str:
         """--model, or the shipped tiny model when none was given."""
-        from headlab.loading import model_or_default
+        from headlab.model.loading import model_or_default
 
         return model_or_default(self.model)
 
     def placement(self) -> dict:
         """`device_map` and `max_memory` for the loaders, parsed and checked."""
-        from headlab.placement import parse_device_map, parse_max_memory
+        from headlab.model.placement import parse_device_map, parse_max_memory
 
         device_map, max_memory = parse_device_map(self.device_map), parse_max_memory(self.max_memory)
         if max_memory and device_map is None:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from torch import nn
 
-from headlab.errors import HeadlabError
-from headlab.evaluate import EvalItem, score_items
-from headlab.heads import random_heads
-from headlab.interventions import patch_from_model
-from headlab.io import atomic_write_json
-from headlab.progress import progress_bar
-from headlab.seam import HeadGeometry, Seam
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json
+from headlab.core.progress import progress_bar
+from headlab.experiments.evaluate import EvalItem, score_items
+from headlab.mech.heads import random_heads
+from headlab.mech.interventions import patch_from_model
+from headlab.model.geometry import HeadGeometry
+from headlab.model.seam import Seam
 
 SET_NAMES = ("intersection", "complement", "source", "random")
 
@@ -110,7 +111,7 @@ def run_patching(source: nn.Module, target: nn.Module, tokenizer, items: list[Ev
 
 
 def plot_patching(result: dict, path: str | Path, title: str = "Cross-model patching") -> None:
-    from headlab.plots import plt, save_figure
+    from headlab.core.plots import plt, save_figure
 
     names = ["target", "source"] + list(result["sets"])
     means = [result["target"], result["source"]] + [v["mean"] for v in result["sets"].values()]

@@ -6,7 +6,7 @@
 accelerate places whole decoder layers on the devices in order (and on CPU or disk when they run out),
 and its hooks move activations from one layer's device to the next. Every seam computation runs inside a
 layer on that layer's device; where results of several layers meet (top-1 capture, patching, LoFiT offsets)
-the seam moves them (headlab/seam.py `input_device`, `Top1Recorder.pop`).
+the seam moves them (headlab/model/seam.py `input_device`, `Top1Recorder.pop`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 _offload_dir: str | None = None
@@ -61,7 +61,7 @@ def big_model_kwargs(device_map: str | dict | None, max_memory: dict | None) -> 
         if max_memory:
             raise HeadlabError("--max-memory needs --device-map (e.g. --device-map auto)")
         return {}
-    from headlab.distributed import launched
+    from headlab.core.distributed import launched
 
     if launched():
         raise HeadlabError("--device-map under accelerate launch: every process would spread its copy over all "

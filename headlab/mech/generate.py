@@ -14,9 +14,9 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from headlab.core.errors import HeadlabError
 from headlab.data.prompts import pad_id_of
-from headlab.errors import HeadlabError
-from headlab.seam import cache_kwargs, input_device, output_cache
+from headlab.model.seam import cache_kwargs, input_device, output_cache
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 """`on_step(step, tokens, live)`, called right after each forward (step 0 is the prompt's). `tokens` [batch]:

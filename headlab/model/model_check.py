@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from headlab.errors import HeadlabError
-from headlab.io import read_json
+from headlab.core.errors import HeadlabError
+from headlab.core.io import read_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _allowed = False

@@ -28,16 +28,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from headlab.core.distributed import map_items
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, atomic_write_text, iter_jsonl
+from headlab.core.progress import progress_bar
 from headlab.data.example import TaskExample, load_examples
 from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
-from headlab.data.probes import Probe, load_probes
+from headlab.data.probe_files import load_probes
+from headlab.data.probes import Probe
 from headlab.data.training import prompt_ids
-from headlab.detect import unigram_recall, words
-from headlab.distributed import map_items
-from headlab.errors import HeadlabError
-from headlab.generate import greedy_generate, left_pad
-from headlab.io import atomic_write_json, atomic_write_text, iter_jsonl
-from headlab.progress import progress_bar
+from headlab.experiments.detect import unigram_recall, words
+from headlab.mech.generate import greedy_generate, left_pad
 
 
 @dataclass
@@ -97,7 +98,7 @@ def score_prediction(example: TaskExample, prediction: str) -> dict[str, float]:
 
 def _check_example_lengths(examples: Sequence[TaskExample], prompts: list[list[int]], model, config: EvalConfig,
                            source: str) -> None:
-    from headlab.seam import max_positions
+    from headlab.model.loading import max_positions
 
     limit = max_positions(model.config)
     if config.allow_long_context or limit is None:
@@ -156,7 +157,7 @@ def plot_breakdown(summary: dict[str, Any], path: str | Path, title: str = "") -
     """Score by gold-document depth and by context length, side by side."""
     import matplotlib.pyplot as plt
 
-    from headlab.plots import save_figure
+    from headlab.core.plots import save_figure
 
     fig, (ax_d, ax_l) = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, label in ((ax_d, "by_depth", "gold document depth"), (ax_l, "by_length", "context length")):

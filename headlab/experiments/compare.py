@@ -9,9 +9,9 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from headlab.errors import HeadlabError
-from headlab.heads import cosine, load_scores, mean_scores, overlap, parse_head, select_heads
-from headlab.io import atomic_write_json, read_json
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, read_json
+from headlab.mech.heads import cosine, load_scores, mean_scores, overlap, parse_head, select_heads
 
 SCORES_FILE = "retrieval_scores.json"
 SUMMARY_FILE = "summary.json"
@@ -130,7 +130,7 @@ def compare_head_files(paths: list[str | Path], reference: str | Path | None = N
 
 
 def plot_recall_vs_score(result: dict, path: str | Path) -> None:
-    from headlab.plots import plt, save_figure
+    from headlab.core.plots import plt, save_figure
 
     rows = result["vs_reference"]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))

@@ -21,9 +21,10 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import nn
 
-from headlab.errors import HeadlabError
-from headlab.heads import parse_head
-from headlab.seam import HeadGeometry, Seam, cache_kwargs, output_cache, passed_cache
+from headlab.core.errors import HeadlabError
+from headlab.mech.heads import parse_head
+from headlab.model.geometry import HeadGeometry
+from headlab.model.seam import Seam, cache_kwargs, output_cache, passed_cache
 
 MODES = ("uniform", "zero", "mean")
 WHERE = ("decode", "all")

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from torch import nn
 
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json
+from headlab.core.progress import progress_bar
 from headlab.data.prompts import pad_id_of
-from headlab.errors import HeadlabError
-from headlab.evaluate import EvalItem, prompt_batches, score_items
-from headlab.heads import random_heads
-from headlab.interventions import MODES, WHERE, head_means, knockout
-from headlab.io import atomic_write_json
-from headlab.progress import progress_bar
-from headlab.seam import HeadGeometry, Seam, input_device
+from headlab.experiments.evaluate import EvalItem, prompt_batches, score_items
+from headlab.mech.heads import random_heads
+from headlab.mech.interventions import MODES, WHERE, head_means, knockout
+from headlab.model.geometry import HeadGeometry
+from headlab.model.seam import Seam, input_device
 
 
 @dataclass
@@ -103,7 +104,7 @@ def run_knockout(model: nn.Module, tokenizer, items: list[EvalItem], ranking: li
 
 
 def plot_knockout(result: dict, path: str | Path, title: str = "Knockout") -> None:
-    from headlab.plots import plt, save_figure
+    from headlab.core.plots import plt, save_figure
 
     ks = [p["k"] for p in result["curve"]]
     top = [p["top"] for p in result["curve"]]

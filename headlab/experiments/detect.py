@@ -15,14 +15,16 @@ from pathlib import Path
 
 import torch
 
+from headlab.core.distributed import map_items
+from headlab.core.io import atomic_write_json
+from headlab.core.progress import progress_bar
 from headlab.data.probes import Probe, check_context_length
 from headlab.data.prompts import pad_id_of
-from headlab.distributed import map_items
-from headlab.generate import greedy_decode, left_pad, stop_ids
-from headlab.heads import head_name, mean_scores, score_matrix, select_heads
-from headlab.io import atomic_write_json
-from headlab.progress import progress_bar
-from headlab.seam import HeadGeometry, Seam, input_device, max_positions
+from headlab.mech.generate import greedy_decode, left_pad, stop_ids
+from headlab.mech.heads import head_name, mean_scores, score_matrix, select_heads
+from headlab.model.geometry import HeadGeometry
+from headlab.model.loading import max_positions
+from headlab.model.seam import Seam, input_device
 
 
 @dataclass
@@ -189,7 +191,7 @@ HEATMAP_FILE = "retrieval_heads.png"
 
 def write_detection(result: DetectionResult, out_dir: str | Path, extra_config: dict | None = None) -> dict:
     """Write retrieval_scores.json, summary.json and the heatmap; return the summary."""
-    from headlab.plots import head_heatmap  # matplotlib only when a run folder is written
+    from headlab.core.plots import head_heatmap  # matplotlib only when a run folder is written
 
     out_dir = Path(out_dir)
     summary = result.summary()

@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from headlab.io import atomic_write_text
+from headlab.core.io import atomic_write_text
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px; margin: 2em auto;

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from headlab.cli_floor import Command, Flag, opt
-from headlab.evaluate import EvalConfig
-from headlab.finetune import FinetuneConfig
-from headlab.niah_sweep import NiahSweepConfig
-from headlab.options import PLACEMENT, ModelOptions
+from headlab.core.cli_floor import Command, Flag, opt
+from headlab.experiments.evaluate import EvalConfig
+from headlab.experiments.finetune import FinetuneConfig
+from headlab.experiments.niah_sweep import NiahSweepConfig
+from headlab.model.options import PLACEMENT, ModelOptions
 
 
 @dataclass(kw_only=True)
@@ -24,7 +24,7 @@ def _finetune(model: ModelOptions, config: FinetuneConfig, resume: Resume) -> No
     Fine-tune a causal LM on task examples (prompt + answer), extending its context (max_position_embeddings
     and RoPE). Uses the transformers Trainer: run it under `accelerate launch -m headlab.cli finetune ...` for
     several GPUs."""
-    from headlab.finetune import finetune
+    from headlab.experiments.finetune import finetune
 
     config = replace(config, model=model.path, dtype=model.dtype, trust_remote_code=model.trust_remote_code)
     summary = finetune(config, resume=resume.resume)
@@ -44,10 +44,10 @@ def _evaluate(model: ModelOptions, config: EvalConfig, run: EvalData) -> None:
 
     Batched greedy generation on task prompts; writes predictions.jsonl, summary.json (by task, gold-document
     depth and context length), scores.png and config.json."""
+    from headlab.core.distributed import is_main
     from headlab.data.training import load_task_data
-    from headlab.distributed import is_main
-    from headlab.evaluate import evaluate_examples, write_evaluation
-    from headlab.loading import load_model
+    from headlab.experiments.evaluate import evaluate_examples, write_evaluation
+    from headlab.model.loading import load_model
 
     items = load_task_data(run.data)  # all of the data is validated before the model loads
     model_path = model.path
@@ -73,9 +73,9 @@ def _niah(model: ModelOptions, config: NiahSweepConfig, run: NiahOut) -> None:
 
     Greedy needle retrieval over context lengths x needle depths. Default needles: the toy world; --spec takes
     a NIAH spec (haystack files, needles, lengths, depths) for any model."""
-    from headlab.distributed import is_main
-    from headlab.loading import load_weights
-    from headlab.niah_sweep import niah_sweep, write_niah
+    from headlab.core.distributed import is_main
+    from headlab.experiments.niah_sweep import niah_sweep, write_niah
+    from headlab.model.loading import load_weights
 
     config.check()
     model_path = model.path
@@ -92,7 +92,7 @@ def _check_niah_lengths(cfg, model_path: str, trust_remote_code: bool):
     """Lengths far beyond the model's positions are refused before the model loads (see data/niah.py); returns
     the model's source, inspected, for loading."""
     from headlab.data.niah import check_lengths, length_limit, load_niah_spec
-    from headlab.loading import inspect
+    from headlab.model.loading import inspect
 
     info = inspect(model_path, trust_remote_code)
     positions = info.max_positions

@@ -14,7 +14,8 @@ The query-side hooks work by registering one wrapper attention function per inne
 (`sdpa`, `eager`, `flash_attention_2`) with transformers' AttentionInterface, so the model keeps its own
 fast attention and no model file is forked.
 
-Loading a model (folder, hub id, GGUF file, PEFT adapter) is headlab/loading.py; its names are re-exported here.
+Loading a model (folder, hub id, GGUF file, PEFT adapter) is headlab/model/loading.py; the head geometry is
+headlab/model/geometry.py.
 """
 
 from __future__ import annotations
@@ -22,75 +23,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from inspect import signature
 
 import torch
 from torch import nn
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
+from headlab.model.geometry import head_geometry
 
 ZHook = Callable[[torch.Tensor], torch.Tensor | None]  # z [batch, pos, head, d_head] -> replacement or None
 QueryHook = Callable[[torch.Tensor], torch.Tensor]  # query [batch, head, pos, d_head] -> query
 
 _OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense")
 _WRAPPED_PREFIX = "headlab_"
-
-
-# The loader lives in headlab/loading.py (it needs HeadGeometry from here, so it is re-exported lazily): callers
-# may keep importing load_model, inspect, load_tokenizer, ... from the seam.
-_LOADER_NAMES = ("ModelInfo", "inspect", "load_model", "load_weights", "load_tokenizer", "load_model_config",
-                 "attach_adapter", "max_positions", "default_attention", "split_gguf")
-
-
-def __getattr__(name: str):
-    if name in _LOADER_NAMES:
-        from headlab import loading
-
-        return getattr(loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@dataclass(frozen=True)
-class HeadGeometry:
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-
-    @property
-    def n_groups(self) -> int:
-        """Query heads per kv head: query head h reads kv head h // n_groups."""
-        return self.n_heads // self.n_kv_heads
-
-    @property
-    def total_heads(self) -> int:
-        return self.n_layers * self.n_heads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def check_head(self, layer: int, head: int, source: str = "head") -> None:
-        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
-            raise HeadlabError(
-                f"{source}: head {layer}-{head} is out of range for a model with "
-                f"{self.n_layers} layers x {self.n_heads} heads"
-            )
-
-
-def head_geometry(config) -> HeadGeometry:
-    """Read the head geometry from a transformers config (text config for multimodal models)."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    missing = [a for a in ("num_hidden_layers", "num_attention_heads", "hidden_size") if not hasattr(config, a)]
-    if missing:
-        raise HeadlabError(f"unsupported architecture {getattr(config, 'model_type', '?')} ({type(config).__name__}): "
-                           f"its config has no {', '.join(missing)}")
-    n_heads = config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-    if n_heads % n_kv:
-        raise HeadlabError(f"{n_heads} query heads do not divide into {n_kv} kv heads")
-    return HeadGeometry(config.num_hidden_layers, n_heads, n_kv, head_dim)
 
 
 def input_device(model: nn.Module) -> torch.device:

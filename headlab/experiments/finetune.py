@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from headlab.core.errors import HeadlabError
+from headlab.core.inputs import check_out
+from headlab.core.io import atomic_write_json, file_sha256, folder_lock, read_json
+from headlab.core.progress import progress_bar
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
-from headlab.errors import HeadlabError
-from headlab.inputs import check_out
-from headlab.io import atomic_write_json, file_sha256, folder_lock, read_json
-from headlab.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
-from headlab.progress import progress_bar
+from headlab.model.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
 
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")
@@ -206,7 +206,7 @@ def attention_projection_names(model) -> list[str]:
 def prepare(cfg: FinetuneConfig):
     """Tokenizer, the base model's source under the extended config, and the overrides, without loading any
     weights (cheap input checks)."""
-    from headlab.loading import inspect
+    from headlab.model.loading import inspect
 
     base = inspect(cfg.model, cfg.trust_remote_code)
     overrides = extension_overrides(base.config, cfg.context_length, cfg.rope_theta, cfg.rope_scaling)
@@ -218,8 +218,8 @@ def prepare(cfg: FinetuneConfig):
 
 def build_model(cfg: FinetuneConfig, info):
     """Load the weights under the extended config (`prepare`); wrap in LoRA when asked."""
-    from headlab.loading import load_weights
-    from headlab.model_check import check_lora_rank
+    from headlab.model.loading import load_weights
+    from headlab.model.model_check import check_lora_rank
 
     if cfg.method == "lora":
         check_lora_rank(cfg.lora_rank, info.config, "lora_rank")
@@ -231,7 +231,7 @@ def build_model(cfg: FinetuneConfig, info):
         targets = cfg.target_modules or attention_projection_names(model)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, task_type="CAUSAL_LM")
-        from headlab.quiet import peft_wrapping
+        from headlab.core.quiet import peft_wrapping
 
         try:
             with peft_wrapping():
@@ -412,7 +412,7 @@ def save_final(model, tokenizer, cfg: FinetuneConfig, overrides: dict, path: Pat
         on_adapter = (Path(cfg.model).expanduser() / ADAPTER_CONFIG).is_file()
         model.save_pretrained(tmp, **({"save_embedding_layers": False} if on_adapter else {}))
         # Loading the adapter rebuilds the base from its own config; these overrides restore the extension
-        # (headlab.loading reads them; plain transformers: from_pretrained(adapter_dir, **overrides)).
+        # (headlab.model.loading reads them; plain transformers: from_pretrained(adapter_dir, **overrides)).
         atomic_write_json(tmp / EXTENSION_FILE, overrides)
     else:
         merged = model.merge_and_unload() if is_peft else model

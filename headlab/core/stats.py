@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from headlab.core.distributed import map_items
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json, atomic_write_text
 from headlab.data.metrics import substring_match
 from headlab.data.niah import check_lengths, insert_at_depth, length_limit, load_niah_spec, niah_context
 from headlab.data.prompts import encode_prompt, render_prompt
-from headlab.distributed import map_items
-from headlab.errors import HeadlabError
-from headlab.evaluate import generate_with_progress
-from headlab.io import atomic_write_json, atomic_write_text
+from headlab.experiments.evaluate import generate_with_progress
 
 
 @dataclass
@@ -48,7 +48,7 @@ class NiahSweepConfig:
 
 
 def _words(text: str) -> list[str]:
-    from headlab.detect import words
+    from headlab.experiments.detect import words
 
     return words(text)
 
@@ -94,7 +94,7 @@ def probe_score(probe: dict[str, Any], prediction: str) -> float:
 
 def niah_sweep(model, tokenizer, cfg: NiahSweepConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the sweep; returns the grid ({lengths, depths, scores[depth][length]}) and per-probe records."""
-    from headlab.seam import max_positions
+    from headlab.model.loading import max_positions
 
     cfg.check()
     positions = max_positions(model.config) if hasattr(model, "config") else None
@@ -123,7 +123,7 @@ def niah_heatmap(grid: dict[str, Any], path: str | Path, title: str = "Needle in
     """Depth (rows, 0 = start of the context at the top) x context length (columns), score 0..1."""
     import matplotlib.pyplot as plt
 
-    from headlab.plots import save_figure
+    from headlab.core.plots import save_figure
 
     scores = np.array(grid["scores"])
     size = (max(4.0, 0.9 * len(grid["lengths"]) + 2), max(3.0, 0.5 * len(grid["depths"]) + 1.5))

@@ -1,6 +1,6 @@
 """Input checks every command shares, applied once at the root instead of in each command.
 
-- `number_check(type, name)`: the check the CLI floor (headlab/cli_floor.py) puts on every number option by its
+- `number_check(type, name)`: the check the CLI floor (headlab/core/cli_floor.py) puts on every number option by its
   name (`--batch-size` >= 1 wherever it appears, every float finite); with `check_device` and `check_out`, a new
   command gets them by naming its fields like the others.
 - `read_text`: the one text reader; a file that is not UTF-8 is named with the offending byte.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from headlab.errors import HeadlabError
+from headlab.core.errors import HeadlabError
 
 # ---- text -----------------------------------------------------------------------------------------------
 
