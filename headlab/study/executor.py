@@ -182,10 +182,9 @@ class RayExecutor:
                 ray.shutdown()
 
     def _init(self, ray) -> None:
-        # Workers import headlab from where the driver does (a source checkout works without installing).
-        import headlab
-
-        package_root = str(Path(headlab.__file__).resolve().parents[1])
+        # Workers import headlab from where the driver does (a source checkout works without installing): the
+        # folder above the package, two above this module.
+        package_root = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         kwargs: dict = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}, "logging_level": "ERROR",
                         "log_to_driver": False}  # worker logs stay in Ray's session folder
