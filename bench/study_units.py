@@ -33,8 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     from headlab.data.example import save_examples
-    from headlab.data.metrics import task_score
     from headlab.data.task_prompts import task_probes
+    from headlab.data.task_registry import task_score
     from headlab.data.tasks import GenConfig, generate_examples
     from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
     from headlab.experiments.evaluate import EvalConfig, evaluate_examples, items_from_examples, score_items

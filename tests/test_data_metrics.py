@@ -2,15 +2,16 @@
 
 import pytest
 
+from headlab.core.errors import HeadlabError
 from headlab.data.metrics import (
     citation_prf,
     exact_match,
     normalize_answer,
     parse_citations,
     substring_match,
-    task_score,
     token_f1,
 )
+from headlab.data.task_registry import task_score
 
 
 def test_normalize_drops_case_punctuation_articles_and_extra_space():
@@ -65,5 +66,5 @@ def test_task_score_dispatches_per_task():
     assert task_score("mdqa", "It was Tovesk.", ["Tovesk"], [3]) == 1.0
     assert task_score("multihop", "Brask", ["Tovesk"], [3]) == 0.0
     assert task_score("citation", "[3][4]", ["[3]"], [3]) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(HeadlabError, match="unknown task 'summary'"):
         task_score("summary", "x", ["x"], [])

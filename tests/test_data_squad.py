@@ -12,9 +12,10 @@ from tiny import build_tokenizer
 from headlab.cli import main
 from headlab.core.errors import HeadlabError
 from headlab.data.example import load_examples, save_examples
-from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
+from headlab.data.metrics import citation_prf, exact_match, parse_citations, token_f1
 from headlab.data.squad import SquadConfig, convert_squad, heldout_titles, read_squad
 from headlab.data.task_prompts import encode_prompt, render_task_prompt, task_probe
+from headlab.data.task_registry import task_score
 
 
 def _par(context, *qas):

@@ -16,8 +16,9 @@ from typing import Any
 
 from headlab.core.errors import HeadlabError, where
 from headlab.core.io import atomic_write_text, iter_jsonl, require
+from headlab.data.task_registry import REGISTRY
 
-TASKS = ("mdqa", "multihop", "citation")
+TASKS = tuple(REGISTRY)  # the task names, in registry order: a task is one record in task_registry.py
 NEEDLE_REALISMS = ("real", "templated", "symbolic")
 HAYSTACK_DIVERSITIES = ("diverse", "repetitive", "symbolic")
 # Examples read from real datasets (MDQA, MuSiQue, SummHay) carry this value on both axes.
@@ -54,11 +55,6 @@ class TaskExample:
         d = asdict(self)
         d["gold_spans"] = [list(s) for s in self.gold_spans]
         return d
-
-
-def citation_question(statement: str) -> str:
-    """The question of a citation example (shared by the generator and the SummHay loader)."""
-    return f'Which documents support the statement: "{statement}"?'
 
 
 def document_header(doc: Document) -> str:

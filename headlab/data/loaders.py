@@ -16,7 +16,8 @@ from typing import Any
 
 from headlab.core.errors import HeadlabError, where
 from headlab.core.io import iter_jsonl, read_json, require
-from headlab.data.example import DATASET, Document, TaskExample, citation_question, render_context
+from headlab.data.example import DATASET, Document, TaskExample, render_context
+from headlab.data.needles import citation_question
 from headlab.data.spans import answer_sentence_span, best_overlap_sentence_span
 
 

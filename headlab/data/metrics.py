@@ -79,17 +79,3 @@ def citation_prf(predicted: Iterable[int], gold: Iterable[int]) -> dict[str, flo
     recall = hit / len(ref) if ref else 0.0
     f1 = 2 * precision * recall / (precision + recall) if hit else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
-
-
-def task_score(task: str, prediction: str, answers: Sequence[str], gold_doc_ids: Sequence[int]) -> float:
-    """The headline score of one response: substring match for QA tasks, citation F1 for citation.
-
-    This is the success filter of the task retrieval score and the downstream score of the study.
-    Substring match is used for QA because chatty models answer "The answer is Paris."; it is the metric of
-    the lost-in-the-middle MDQA evaluation.
-    """
-    if task == "citation":
-        return citation_prf(parse_citations(prediction), gold_doc_ids)["f1"]
-    if task in ("mdqa", "multihop"):
-        return substring_match(prediction, answers)
-    raise ValueError(f"unknown task {task!r} (expected mdqa, multihop or citation)")

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from headlab.data.example import citation_question
 from headlab.data.world import RELATIONS, Fact, World
 
 # Two-hop chains: (first relation, second relation, question). The first fact's object (the bridge) is the
@@ -31,6 +30,11 @@ CHAINS: tuple[tuple[str, str, str], ...] = (
     ("works_at", "founded", "Who founded the employer of {x}?"),
     ("studied_at", "founded", "Who founded the school where {x} studied?"),
 )
+
+
+def citation_question(statement: str) -> str:
+    """The question of a citation example (shared by the citation plan, the SummHay loader and SQuAD)."""
+    return f'Which documents support the statement: "{statement}"?'
 
 
 @dataclass

@@ -21,10 +21,12 @@ from typing import Any
 
 from headlab.core.errors import HeadlabError, check_fields, where
 from headlab.core.io import read_json, require
-from headlab.data.example import DATASET, Document, TaskExample, citation_question, document_header, render_context
+from headlab.data.example import DATASET, Document, TaskExample, document_header, render_context
 from headlab.data.loaders import _sub
+from headlab.data.needles import citation_question
 from headlab.data.spans import sentence_spans
 from headlab.data.task_prompts import encode_prompt, render_task_prompt
+from headlab.data.task_registry import task_spec
 
 SQUAD_TASKS = ("mdqa", "citation")
 POSITIONS = ("first", "middle", "last", "random")
@@ -191,7 +193,7 @@ def _example(config: SquadConfig, article: SquadArticle, par: int, q: SquadQuest
     meta = {"source": "squad", "source_id": q.qid, "article": article.title, "split": config.split,
             "seed": config.seed, "gold_position": pos, "n_documents": len(docs),
             "source_titles": [a.title for a, _ in picked], "answer_spans": answer_spans}
-    if config.task == "citation":
+    if task_spec(config.task).cites:
         question = citation_question(citation_statement(q.question, q.answers[0]))
         answers = ["".join(f"[{g}]" for g in gold_ids)]
     else:

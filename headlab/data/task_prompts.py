@@ -14,18 +14,12 @@ from headlab.data.example import TaskExample
 from headlab.data.metrics import normalize_answer
 from headlab.data.probes import Probe
 from headlab.data.prompts import render_prompt
-
-# Appended to the question on its own line. Short, because the tiny model is fine-tuned on them too.
-INSTRUCTIONS = {
-    "mdqa": "Answer with a short phrase from the documents.",
-    "multihop": "Answer with a short phrase from the documents.",
-    "citation": "Answer with the ids of the supporting documents, like [2][5].",
-}
+from headlab.data.task_registry import task_spec
 
 
 def task_question(example: TaskExample) -> str:
     """The question with the task's answer-format instruction."""
-    return f"{example.question}\n{INSTRUCTIONS[example.task]}"
+    return f"{example.question}\n{task_spec(example.task).instruction}"
 
 
 def render_task_prompt(example: TaskExample, tokenizer: Any) -> str:

@@ -25,9 +25,10 @@ from headlab.data.example import (
     document_header,
     render_context,
 )
-from headlab.data.needles import Needle, Plan, citation_plan, mdqa_plan, multihop_plan, world_for
+from headlab.data.needles import Needle, Plan, world_for
 from headlab.data.prompts import render_prompt
-from headlab.data.task_prompts import INSTRUCTIONS, encode_prompt, render_task_prompt
+from headlab.data.task_prompts import encode_prompt, render_task_prompt
+from headlab.data.task_registry import task_spec
 from headlab.data.world import World
 
 __all__ = ["GenConfig", "TaskExample", "generate_example", "generate_examples"]
@@ -88,14 +89,6 @@ def _count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _make_plan(config: GenConfig, world: World, rng: random.Random) -> Plan:
-    if config.task == "mdqa":
-        return mdqa_plan(world, config.needle_realism, rng)
-    if config.task == "multihop":
-        return multihop_plan(world, config.needle_realism, rng)
-    return citation_plan(world, config.needle_realism, rng, config.max_support)
-
-
 def _build_doc(needle: Needle, world: World, config: GenConfig, rng: random.Random, tokenizer: Any,
                n_filler: int, writer: DocumentWriter | None) -> _Doc:
     if writer is not None:
@@ -137,8 +130,9 @@ def generate_example(config: GenConfig, tokenizer: Any, index: int,
     tag = f"{config.task}-{config.needle_realism}-{config.haystack_diversity}-{config.seed}-{index}"
     rng = random.Random(tag)
     world = world_for(config.seed, config.needle_realism, config.split)
-    plan = _make_plan(config, world, rng)
-    question = f"{plan.question}\n{INSTRUCTIONS[config.task]}"
+    spec = task_spec(config.task)
+    plan = spec.plan(world, config.needle_realism, rng, config.max_support)
+    question = f"{plan.question}\n{spec.instruction}"
     overhead = len(encode_prompt(tokenizer, render_prompt(tokenizer, "", question))["input_ids"])
     budget = config.length - overhead
     lo, hi = config.doc_sentences
@@ -190,7 +184,7 @@ def _to_example(config: GenConfig, plan: Plan, index: int, gold: list[_Doc], dis
              for g, p in zip(gold, positions, strict=True)]
     gold_ids = [p + 1 for p in positions]
     answers = list(plan.answers)
-    if config.task == "citation":
+    if task_spec(config.task).cites:
         # Supporting documents are interchangeable: list spans and ids in context order.
         spans, gold_ids = sorted(spans), sorted(gold_ids)
         answers = ["".join(f"[{g}]" for g in gold_ids)]

@@ -33,9 +33,9 @@ from headlab.core.errors import HeadlabError
 from headlab.core.io import atomic_write_json, atomic_write_text, iter_jsonl
 from headlab.core.progress import progress_bar
 from headlab.data.example import TaskExample, load_examples
-from headlab.data.metrics import citation_prf, exact_match, parse_citations, task_score, token_f1
 from headlab.data.probe_files import load_probes
 from headlab.data.probes import Probe
+from headlab.data.task_registry import task_score, task_spec
 from headlab.data.training import prompt_ids
 from headlab.experiments.detect import unigram_recall, words
 from headlab.mech.generate import greedy_generate, left_pad
@@ -86,14 +86,9 @@ def length_key(example: TaskExample, n_prompt_tokens: int) -> int:
 
 def score_prediction(example: TaskExample, prediction: str) -> dict[str, float]:
     """Headline score plus the task's detail metrics (EM and F1 for QA; precision, recall, F1 for citation)."""
-    scores = {"score": task_score(example.task, prediction, example.answers, example.gold_doc_ids)}
-    if example.task == "citation":
-        prf = citation_prf(parse_citations(prediction), example.gold_doc_ids)
-        scores.update({f"citation_{k}": v for k, v in prf.items()})
-    else:
-        scores.update(exact_match=exact_match(prediction, example.answers),
-                      f1=token_f1(prediction, example.answers))
-    return scores
+    spec = task_spec(example.task)
+    return {"score": spec.score(prediction, example.answers, example.gold_doc_ids),
+            **spec.details(prediction, example.answers, example.gold_doc_ids)}
 
 
 def _check_example_lengths(examples: Sequence[TaskExample], prompts: list[list[int]], model, config: EvalConfig,

@@ -8,8 +8,9 @@ import torch
 
 from headlab.core.distributed import map_items
 from headlab.core.progress import progress_bar
-from headlab.data.metrics import exact_match, substring_match, task_score
+from headlab.data.metrics import exact_match, substring_match
 from headlab.data.prompts import encode_prompt, pad_id_of
+from headlab.data.task_registry import task_score
 from headlab.lofit.datasets import Completion, MultipleChoice
 from headlab.lofit.train import collate, encode_pair, sequence_logprob
 from headlab.mech.generate import greedy_generate

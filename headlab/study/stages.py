@@ -120,8 +120,8 @@ def run_eval(ctx: StageContext, config: StudyConfig) -> None:
 
 
 def run_heads(ctx: StageContext, config: StudyConfig) -> None:
-    from headlab.data.metrics import task_score
     from headlab.data.task_prompts import task_probes
+    from headlab.data.task_registry import task_score
     from headlab.experiments.detect import DetectConfig, DetectionResult, detect_retrieval_heads, write_detection
 
     i = ctx.inputs
