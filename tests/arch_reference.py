@@ -103,4 +103,6 @@ def check_uniform_knockout_all_positions(model: nn.Module, reference: nn.Module,
             want = reference(input_ids=ids, attention_mask=mask, position_ids=pos).logits
     torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got[1, pad:], want[1, pad:], atol=1e-5, rtol=1e-5)
-    assert (got - base).abs().max() > 0.02 * base.abs().max()  # Cohere 2 scales its logits down 16x
+    # Far above the 1e-5 tolerance, relative to the logits' size: Cohere 2 scales its logits down 16x, and Gemma's
+    # embeddings (scaled by sqrt(hidden)) dwarf a tiny random attention's output.
+    assert (got - base).abs().max() > 0.005 * base.abs().max()

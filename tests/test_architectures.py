@@ -1,6 +1,6 @@
 """Architecture parity on tiny random configs of every family headlab supports (docs/architectures.md).
 
-For each family: detection scores equal the no-cache reference of DESIGN.md, the z hook reads the slice of
+For each family: detection scores equal the no-cache reference of docs/definitions.md#retrieval-score, the z hook reads the slice of
 the output projection's input that belongs to the head, and the uniform knockout equals zeroed queries.
 Families with sliding-window layers get the deeper checks in tests/test_sliding_window.py."""
 
@@ -84,12 +84,27 @@ def test_uniform_knockout_equals_zeroed_queries(arch):
 
 def test_unsupported_families_get_one_line_naming_the_architecture():
     bloom = BloomForCausalLM(BloomConfig(vocab_size=32, hidden_size=16, n_layer=1, n_head=2))
-    with pytest.raises(HeadlabError, match=r"^unsupported architecture bloom \(BloomForCausalLM\): .*Interface"):
+    with pytest.raises(HeadlabError, match=r"^unsupported architecture bloom \(BloomForCausalLM\): .*families.py"):
         Seam.attach(bloom)
     mamba = MambaForCausalLM(MambaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1))
-    with pytest.raises(HeadlabError, match=r"^unsupported architecture mamba \(MambaConfig\)") as err:
+    with pytest.raises(HeadlabError, match=r"^unsupported architecture mamba \(MambaForCausalLM\)") as err:
         Seam.attach(mamba)
     assert "\n" not in str(err.value)
+
+
+def test_a_family_whose_attention_bypasses_the_interface_is_refused(monkeypatch):
+    model = build_model("llama")  # a row, but a model class that computes attention on its own
+    monkeypatch.setattr(type(model), "_supports_attention_backend", False)
+    with pytest.raises(HeadlabError, match=r"^unsupported architecture llama \(LlamaForCausalLM\): .*Interface"):
+        Seam.attach(model)
+
+
+def test_an_implementation_the_row_rules_out_is_refused():
+    model = build_model("gemma2", attn="eager")
+    # transformers now refuses sdpa for Gemma 2 itself; 5.0 took it and silently skipped the logit soft-capping
+    model.config._attn_implementation = "sdpa"
+    with pytest.raises(HeadlabError, match=r"^Gemma 2: attention implementation sdpa .*use eager$"):
+        Seam.attach(model)
 
 
 def test_load_model_falls_back_to_eager_where_sdpa_is_missing(tmp_path):

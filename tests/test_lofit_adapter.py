@@ -180,5 +180,5 @@ def test_merge_with_attention_bias_flag(arch):
 
 def test_merge_refuses_architecture_without_bias_route():
     model = _other_arch("phi3")
-    with pytest.raises(HeadlabError, match="cannot merge offsets into a phi3 model"):
+    with pytest.raises(HeadlabError, match="cannot merge offsets into a Phi-3 model"):
         merge_into_model(model, _adapters(Seam.attach(model).geometry))

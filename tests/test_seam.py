@@ -106,8 +106,10 @@ def test_attach_follows_a_later_change_of_attention_implementation():
 
 def test_unsupported_architecture_names_what_is_missing():
     model = MambaForCausalLM(MambaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1))
+    with pytest.raises(HeadlabError, match="families.py has no row"):
+        Seam.attach(model)  # the family table refuses it before its geometry is read
     with pytest.raises(HeadlabError, match="num_attention_heads"):
-        Seam.attach(model)
+        head_geometry(model.config)
 
 
 def test_head_geometry_prefers_config_head_dim():

@@ -10,6 +10,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Cohere2Config,
     Cohere2ForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
@@ -35,6 +37,8 @@ from transformers import (
     Starcoder2ForCausalLM,
 )
 
+from headlab.model.families import family_of
+from headlab.model.geometry import head_geometry
 from headlab.model.loading import default_attention
 
 VOCAB = 96
@@ -59,6 +63,7 @@ CONFIGS = {
     "qwen2-sw": lambda: (Qwen2ForCausalLM, Qwen2Config(**COMMON, num_key_value_heads=2, use_sliding_window=True,
                                                        sliding_window=WINDOW, max_window_layers=1)),
     "qwen3": lambda: (Qwen3ForCausalLM, Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=16)),
+    "gemma": lambda: (GemmaForCausalLM, GemmaConfig(**COMMON, num_key_value_heads=2, head_dim=16)),
     "gemma2": lambda: (Gemma2ForCausalLM, Gemma2Config(**GEMMA, num_key_value_heads=2)),
     "gemma3": lambda: (Gemma3ForCausalLM, Gemma3TextConfig(**GEMMA, num_key_value_heads=2)),
     "phi3": lambda: (Phi3ForCausalLM, Phi3Config(**COMMON, num_key_value_heads=2, sliding_window=WINDOW)),
@@ -73,8 +78,8 @@ CONFIGS = {
                                                          rope_parameters={"rope_type": "default",
                                                                           "rope_theta": 150000.0})),
 }
-# Configs with at least one sliding-window layer.
-SLIDING = ["mistral-sw", "qwen2-sw", "gemma2", "gemma3", "phi3", "starcoder2", "cohere2", "gpt-oss"]
+# Configs with at least one sliding-window layer, as their family's row reads the config.
+SLIDING = [arch for arch, make in CONFIGS.items() if family_of(make()[1]).windowed(make()[1])]
 
 
 def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0):
@@ -84,10 +89,15 @@ def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0)
         attn = default_attention(config)
     torch.manual_seed(seed)
     model = cls._from_config(copy.deepcopy(config), attn_implementation=attn).eval()
+    family, g = family_of(config), head_geometry(config)
+    n_qk = (g.n_heads + g.n_kv_heads) * g.head_dim  # query and key rows of a packed q|k|v projection
     with torch.no_grad():
-        for module in model.modules():
-            for name in ("q_proj", "k_proj"):
-                if hasattr(module, name):
+        for module in filter(family.is_attention, model.modules()):
+            if family.packed:  # GPT-2's Conv1D keeps outputs as columns, Phi-3's Linear as rows
+                weight = getattr(module, family.qkv[0]).weight
+                (weight[:, :n_qk] if family.conv1d else weight[:n_qk]).mul_(peak)
+            else:
+                for name in family.qkv[:2]:
                     getattr(module, name).weight.mul_(peak)
             for name in ("q_norm", "k_norm"):  # a norm after the projection undoes its scale: scale the norm
                 norm = getattr(module, name, None)
@@ -95,12 +105,6 @@ def build_model(arch: str, attn: str = "sdpa", seed: int = 0, peak: float = 4.0)
                     norm.weight.add_(peak - 1)
                 elif norm is not None:
                     norm.weight.mul_(peak)
-            if hasattr(module, "c_attn"):  # GPT-2 packs q, k, v along the output dim of c_attn
-                d = module.c_attn.weight.shape[0]
-                module.c_attn.weight[:, : 2 * d].mul_(peak)
-            if hasattr(module, "qkv_proj"):  # Phi-3 packs q, k, v along the output rows of qkv_proj
-                n_qk = module.qkv_proj.weight.shape[0] - module.config.num_key_value_heads * module.head_dim
-                module.qkv_proj.weight[:n_qk].mul_(peak)
     return model
 
 
@@ -147,9 +151,10 @@ def attention_tuned(model, arch: str, seed: int = 5):
     source = build_model(arch)
     source.load_state_dict(model.state_dict())
     g = torch.Generator().manual_seed(seed)
+    qkv = family_of(model).qkv
     with torch.no_grad():
         for name, p in source.named_parameters():
-            if any(k in name for k in ("q_proj", "k_proj", "v_proj", "qkv_proj", "c_attn")):
+            if any(f".{k}." in name for k in qkv):
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
     return source
 

@@ -1,4 +1,4 @@
-"""Probes: long-context inputs with a known needle span (DESIGN.md "Probe").
+"""Probes: long-context inputs with a known needle span (docs/definitions.md#probe).
 
 A text probe (context, needle, question, optional answer) is rendered with the model's prompt template and
 its needle located in the prompt tokens; a token probe gives `input_ids`, `needle_start`, `needle_end`.

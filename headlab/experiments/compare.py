@@ -1,4 +1,4 @@
-"""Head-set comparison (DESIGN.md "Head-set comparison"): recall, Jaccard and score-vector cosine between
+"""Head-set comparison (docs/definitions.md#head-set-comparison): recall, Jaccard and score-vector cosine between
 head-score files, and, given a downstream score per model, the Spearman correlation of recall with score."""
 
 from __future__ import annotations

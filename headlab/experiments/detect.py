@@ -1,4 +1,4 @@
-"""Retrieval-head detection: the copy-paste retrieval score of Wu et al. 2024 (DESIGN.md "Retrieval score").
+"""Retrieval-head detection: the copy-paste retrieval score of Wu et al. 2024 (docs/definitions.md#retrieval-score).
 
 The prompt is prefilled with the model's own fast attention; each greedy decoding step then reuses the KV
 cache, and the seam computes, for the new query only, the top-1 key of every head. Memory grows linearly
@@ -108,7 +108,7 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
 
     At every step the query is the last position: the top-1 key `i` of each head, in prompt coordinates,
     copies when it lies in the needle and prompt_ids[i] is the token that step generates. A probe's stop
-    token is scored and kept in its response (DESIGN.md "Retrieval score").
+    token is scored and kept in its response (docs/definitions.md#retrieval-score).
     """
     device = input_device(model)
     g = seam.geometry
@@ -138,10 +138,10 @@ SuccessFn = Callable[[Probe, str, list[int]], float]  # (probe, response text, r
 
 def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: DetectConfig | None = None,
                            success: SuccessFn | None = None) -> DetectionResult:
-    """Retrieval scores of every head over the probes (DESIGN.md "Retrieval score").
+    """Retrieval scores of every head over the probes (docs/definitions.md#retrieval-score).
 
     `success` replaces the needle-recall filter: a probe counts when it returns >= config.success_recall.
-    The task retrieval score passes the task metric here (DESIGN.md "Task retrieval score").
+    The task retrieval score passes the task metric here (docs/definitions.md#task-retrieval-score).
     """
     config = config or DetectConfig()
     seam = Seam.attach(model)

@@ -1,5 +1,5 @@
 """Knockout experiment: task score with the top-K heads knocked out, against K random heads outside the top
-set over several seeds, and a curve over K (DESIGN.md "Knockout")."""
+set over several seeds, and a curve over K (docs/definitions.md#knockout)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cross-model activation patching experiment (DESIGN.md "Activation patching").
+"""Cross-model activation patching experiment (docs/definitions.md#activation-patching).
 
 The target generates greedily while the source runs in lockstep on the same tokens; the target's z at the
 patched heads is the source's at every position. Head sets, from the top K of each model's ranking (S for

@@ -8,10 +8,7 @@ import torch
 
 from headlab.lofit.datasets import Completion, Preference
 from headlab.lofit.train import TrainConfig, reference_logprobs, train
-
-# Attention projections LoRA adapts per architecture family (the usual q/v choice of the LoRA paper).
-_LORA_TARGETS = {"gpt2": ["c_attn"]}
-_DEFAULT_TARGETS = ["q_proj", "v_proj"]
+from headlab.model.families import family_of
 
 
 def train_lora(model, tokenizer, records: Sequence[Completion | Preference], config: TrainConfig,
@@ -25,7 +22,7 @@ def train_lora(model, tokenizer, records: Sequence[Completion | Preference], con
     reference = None
     if isinstance(records[0], Preference):  # the reference is the model before LoRA
         reference = reference_logprobs(model, tokenizer, records, config.batch_size)
-    modules = list(targets or _LORA_TARGETS.get(model.config.model_type, _DEFAULT_TARGETS))
+    modules = list(targets or family_of(model).lora_qv)  # the LoRA paper's q and v, per the family's row
     torch.manual_seed(config.seed)  # LoRA initialises A randomly: same seed, same run
     lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules, lora_dropout=0.0, bias="none")
     from headlab.core.quiet import peft_wrapping

@@ -2,13 +2,15 @@
 
 For z' = (1 + a) * z + v (a, v flattened over heads to the projection's input size), a projection
 y = W z + b becomes y = W' z + b' with W' = W * (1 + a) (per input column) and b' = b + W v (original W).
-Offsets need a bias on the output projection, which not every architecture has:
+Offsets need a bias on the output projection; the family's row (headlab/model/families.py, `out_bias`) says
+how to get one:
 
 - GPT-2 (`c_proj`, a Conv1D storing W as [in, out]) already has one;
-- Llama, Gemma, Qwen3 and friends: `config.attention_bias = True` gives q/k/v/o biases; q/k/v get zeros;
+- Llama, Gemma, Qwen3 and friends: a config flag (`attention_bias`; Starcoder2's `use_bias`) adds biases, and
+  the ones the offsets do not need get zeros;
 - Mistral and Qwen2 hard-code `o_proj` without a bias; with no sliding window they compute exactly what a
   Llama with `attention_bias=True` computes (Qwen2's q/k/v biases carry over, Mistral's are zero), so the
-  merged checkpoint is written as a Llama.
+  merged checkpoint is written as a Llama (`merge_as_llama`).
 
 The merged model is checked against the hooked one before it is written (max |logit difference|).
 """
@@ -24,10 +26,8 @@ from torch import nn
 
 from headlab.core.errors import HeadlabError
 from headlab.lofit.adapter import LofitAdapter, apply_adapters
+from headlab.model.families import FAMILIES, family_of
 from headlab.model.seam import Seam
-
-_HAS_BIAS_FLAG = ("llama", "gemma", "gemma2", "gemma3_text", "qwen3", "olmo", "olmo2", "granite", "glm")
-_AS_LLAMA = ("mistral", "qwen2")
 
 
 def _flat_layer_deltas(adapters: Sequence[LofitAdapter], layer: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -49,10 +49,10 @@ def _flat_layer_deltas(adapters: Sequence[LofitAdapter], layer: int) -> tuple[to
     return factor.reshape(-1), offset.reshape(-1), touched
 
 
-def _fold(proj: nn.Module, factor: torch.Tensor, offset: torch.Tensor) -> None:
-    """Fold z -> factor * z + offset into `proj` in place (adds a bias parameter when it has none)."""
+def _fold(proj: nn.Module, factor: torch.Tensor, offset: torch.Tensor, conv1d: bool) -> None:
+    """Fold z -> factor * z + offset into `proj` in place (adds a bias parameter when it has none).
+    `conv1d`: y = z @ W + b with W [in, out] (GPT-2), else y = W z + b."""
     w = proj.weight
-    conv1d = type(proj).__name__ == "Conv1D"  # GPT-2: y = z @ W + b with W [in, out]
     w64 = w.detach().double()
     shift = offset.to(w.device) @ w64 if conv1d else w64 @ offset.to(w.device)
     with torch.no_grad():
@@ -73,24 +73,24 @@ def _merged_config(config, needs_bias: bool):
     config = copy.deepcopy(config)
     if not needs_bias:
         return config
-    kind = config.model_type
-    if kind == "gpt2":
+    family = family_of(config)
+    if family.out_bias is True:
         return config
-    if kind in _HAS_BIAS_FLAG:
-        config.attention_bias = True
+    if isinstance(family.out_bias, str):
+        setattr(config, family.out_bias, True)
         return config
-    if kind in _AS_LLAMA:
-        if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-            raise HeadlabError(f"cannot merge offsets into {kind} with a sliding window: its output projection "
-                               "has no bias and no bias-capable equivalent architecture")
+    if family.merge_as_llama:
+        if family.windowed(config):
+            raise HeadlabError(f"cannot merge offsets into {family.name} with a sliding window: its output "
+                               "projection has no bias and no bias-capable equivalent architecture")
         d = config.to_dict()
-        for key in ("model_type", "architectures", "transformers_version", "layer_types", "sliding_window",
-                    "use_sliding_window", "max_window_layers"):
+        window_fields = {name for row in FAMILIES.values() for name in row.window}  # Llama has none of them
+        for key in ("model_type", "architectures", "transformers_version", *sorted(window_fields)):
             d.pop(key, None)
         d["attention_bias"], d["architectures"] = True, ["LlamaForCausalLM"]
         return LlamaConfig(**d)
-    raise HeadlabError(f"cannot merge offsets into a {kind} model: its attention output projection has no bias "
-                       "(supported: GPT-2, Llama-like configs with attention_bias, Mistral and Qwen2)")
+    raise HeadlabError(f"cannot merge offsets into a {family.name} model: its attention output projection has no "
+                       "bias and no config flag adds one")
 
 
 def merge_into_model(model: nn.Module, adapters: Sequence[LofitAdapter]) -> nn.Module:
@@ -118,9 +118,10 @@ def merge_into_model(model: nn.Module, adapters: Sequence[LofitAdapter]) -> nn.M
             params[k].zero_()
     merged.tie_weights()
     projections = _projections(merged, n_layers)
+    conv1d = family_of(merged).conv1d
     for layer, (factor, offset, touched) in enumerate(deltas):
         if touched:
-            _fold(projections[layer], factor, offset)
+            _fold(projections[layer], factor, offset, conv1d)
     return merged.to(next(model.parameters()).device).eval()
 
 

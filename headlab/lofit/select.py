@@ -1,6 +1,6 @@
 """LoFiT step 1: learn a scale A[l,h] for every head under an L1 penalty; keep the heads with the largest ||A||.
 
-The objective is task loss + lambda * sum |A| (DESIGN.md). The L1 term is applied as its proximal step
+The objective is task loss + lambda * sum |A| (docs/definitions.md#lofit). The L1 term is applied as its proximal step
 (soft-thresholding by lr * lambda after each Adam step) instead of through its subgradient: the objective is
 the same, but heads that do not matter reach exactly zero, so "selects nothing" is a clear outcome rather
 than a question of where to cut a cloud of tiny values.

@@ -119,7 +119,7 @@ def random_heads(geometry: HeadGeometry, k: int, seed: int = 0, exclude: Sequenc
 
 
 def overlap(a: list[str], r: list[str]) -> dict[str, float]:
-    """Recall |A & R| / |R| and Jaccard of two head sets (DESIGN.md "Head-set comparison")."""
+    """Recall |A & R| / |R| and Jaccard of two head sets (docs/definitions.md#head-set-comparison)."""
     sa, sr = set(a), set(r)
     union = sa | sr
     return {

@@ -92,7 +92,7 @@ def _fill_z(heads: list[int], where: str, fill: torch.Tensor | None) -> Callable
 @contextmanager
 def knockout(model: nn.Module, heads: HeadSpec, mode: str = "uniform", where: str = "decode",
              means: torch.Tensor | None = None) -> Iterator[None]:
-    """Knock out `heads` while active (DESIGN.md "Knockout").
+    """Knock out `heads` while active (docs/definitions.md#knockout).
 
     mode `uniform` zeroes the head's query (after RoPE; under grouped-query attention the query head, never
     the shared kv head), `zero` sets its z to 0, `mean` sets its z to `means[layer, head]` (from `head_means`).
@@ -260,7 +260,7 @@ def _lockstep_patch(target: nn.Module, source: nn.Module, heads: HeadSpec,
 
 @contextmanager
 def patch_from_model(target: nn.Module, source: nn.Module, heads: HeadSpec) -> Iterator[None]:
-    """Cross-model patching (DESIGN.md "Activation patching"): while active, every target forward first runs
+    """Cross-model patching (docs/definitions.md#activation-patching): while active, every target forward first runs
     `source` on the same tokens (its own KV cache, in lockstep) and the target's z at `heads` is replaced by
     the source's at every position. Source and target must share architecture and tokenizer.
     """

@@ -168,12 +168,15 @@ def max_positions(config) -> int | None:
 
 
 def default_attention(config) -> str:
-    """`sdpa` where it computes what the model does, else `eager`: sdpa cannot soft-cap attention logits (Gemma 2;
-    transformers 5.0 still offered sdpa there and silently skipped the cap)."""
+    """The first implementation the family's row lists (sdpa where it computes the model, else eager); a family
+    without a row gets what transformers would pick, since loading alone needs no head hooks."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    if getattr(config.get_text_config(), "attn_logit_softcapping", None) is not None:
-        return "eager"
+    from headlab.model.families import FAMILIES
+
+    family = FAMILIES.get(getattr(config, "model_type", None))
+    if family is not None:
+        return family.attention[0]
     try:
         cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     except (KeyError, ValueError):  # remote code or an unknown config: let transformers decide

@@ -29,12 +29,14 @@ import torch
 from torch import nn
 
 from headlab.core.errors import HeadlabError
+from headlab.model.attention_rows import AttentionCall, attention_call
+from headlab.model.families import family_of
 from headlab.model.geometry import head_geometry
 
 ZHook = Callable[[torch.Tensor], torch.Tensor | None]  # z [batch, pos, head, d_head] -> replacement or None
 QueryHook = Callable[[torch.Tensor], torch.Tensor]  # query [batch, head, pos, d_head] -> query
+AttentionObserver = Callable[[int, AttentionCall], None]  # (layer, the call's query, keys, mask and settings)
 
-_OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense")
 _WRAPPED_PREFIX = "headlab_"
 
 
@@ -106,7 +108,7 @@ def _make_wrapper(inner_name: str) -> Callable:
         seam: Seam | None = getattr(module, "_headlab_seam", None)
         if seam is not None:
             query = seam._on_attention(module._headlab_layer, query, key, attention_mask,
-                                       kwargs.get("sliding_window"))
+                                       kwargs.get("sliding_window"), module, kwargs)
         return _inner_attention(module, inner_name)(module, query, key, value, attention_mask, *args, **kwargs)
 
     return attention
@@ -142,21 +144,34 @@ def check_supported(model: nn.Module) -> None:
 
 
 def find_attention_layers(model: nn.Module, n_layers: int) -> list[tuple[nn.Module, nn.Module]]:
-    """(attention module, output projection) per layer, in layer order."""
-    found = []
-    for module in model.modules():
-        if not type(module).__name__.endswith("Attention"):
-            continue
-        proj = next((getattr(module, n) for n in _OUT_PROJ_NAMES if isinstance(getattr(module, n, None), nn.Module)),
-                    None)
-        if proj is not None:
-            found.append((module, proj))
+    """(attention module, output projection) per layer, in layer order, as the model's family row names them."""
+    family = family_of(model)
+    found = [(m, getattr(m, family.out_proj)) for m in model.modules() if family.is_attention(m)]
     if len(found) != n_layers:
         raise HeadlabError(
-            f"unsupported architecture {_architecture(model)}: expected {n_layers} attention modules with an "
-            f"output projection named one of {', '.join(_OUT_PROJ_NAMES)}, found {len(found)}"
+            f"unsupported architecture {_architecture(model)}: expected {n_layers} attention modules holding "
+            f"{', '.join(family.projections)}, found {len(found)}"
         )
     return found
+
+
+def check_implementation(model: nn.Module, inner: str) -> None:
+    """One line for an attention implementation known not to compute the family (sdpa cannot soft-cap Gemma 2's
+    logits nor add gpt-oss's sinks); flash attention, which the table cannot check without a GPU, passes."""
+    family = family_of(model)
+    if inner in ("sdpa", "eager") and inner not in family.attention:
+        raise HeadlabError(f"{family.name}: attention implementation {inner} does not compute this family exactly; "
+                           f"use {' or '.join(family.attention)}")
+
+
+class CachedLengths:
+    """Keys each layer's cache held before the current forward (what turns key slots into positions)."""
+
+    def __init__(self, n_layers: int):
+        self.lengths = [0] * n_layers
+
+    def note_cached(self, layer: int, n: int) -> None:
+        self.lengths[layer] = n
 
 
 class Top1Recorder:
@@ -251,17 +266,20 @@ class Seam:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        family_of(model)  # a family without a row: one line before anything else is read
         self.geometry = head_geometry(model.config)
         check_supported(model)
         inner = model.config._attn_implementation or "eager"
         if inner.startswith(_WRAPPED_PREFIX):
             inner = inner[len(_WRAPPED_PREFIX):]
+        check_implementation(model, inner)
         self.inner_implementation = inner
         self.layers = find_attention_layers(model, self.geometry.n_layers)
         self._z_hooks: list[list[ZHook]] = [[] for _ in self.layers]
         self._z_handles: list = [None] * len(self.layers)
         self._query_hooks: list[list[QueryHook]] = [[] for _ in self.layers]
         self._top1: Top1Recorder | None = None
+        self._observer: tuple[AttentionObserver, CachedLengths] | None = None
         for i, (attn, _) in enumerate(self.layers):
             attn._headlab_seam = self
             attn._headlab_layer = i
@@ -275,6 +293,7 @@ class Seam:
             model._headlab_seam = seam
         current = model.config._attn_implementation or "eager"
         if not current.startswith(_WRAPPED_PREFIX):  # set_attn_implementation since: wrap the new one
+            check_implementation(model, current)
             seam.inner_implementation = current
             model.set_attn_implementation(_register_wrapper(current))
         return seam
@@ -339,8 +358,26 @@ class Seam:
                 handle.remove()
             self._top1 = None
 
+    @contextmanager
+    def observe_attention(self, fn: AttentionObserver) -> Iterator[None]:
+        """While active, `fn(layer, call)` sees every attention call of the model: an `AttentionCall`
+        (headlab/model/attention_rows.py) whose `probabilities(rows)` recomputes the weights of chosen query rows
+        from the query (after query hooks, so a knocked-out head shows uniform weights) and the cached keys."""
+        if self._observer is not None:
+            raise RuntimeError("an attention observer is already active on this model")
+        cached = CachedLengths(self.geometry.n_layers)
+        self._observer = (fn, cached)
+        handles = [attn.register_forward_pre_hook(self._make_cache_reader(cached, i), with_kwargs=True)
+                   for i, (attn, _) in enumerate(self.layers)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._observer = None
+
     @staticmethod
-    def _make_cache_reader(recorder: Top1Recorder, layer: int):
+    def _make_cache_reader(recorder: Top1Recorder | CachedLengths, layer: int):
         def pre_hook(module, args, kwargs):
             cache_idx = getattr(module, "layer_idx", layer)
             recorder.note_cached(layer, _cached_length(passed_cache(kwargs), cache_idx))
@@ -348,10 +385,15 @@ class Seam:
         return pre_hook
 
     def _on_attention(self, layer: int, query: torch.Tensor, key: torch.Tensor,
-                      attention_mask: torch.Tensor | None, sliding_window: int | None = None) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None, sliding_window: int | None = None,
+                      module: nn.Module | None = None, kwargs: dict | None = None) -> torch.Tensor:
         for fn in self._query_hooks[layer]:
             query = fn(query)
         if self._top1 is not None:
             top1 = last_query_top1(query, key, attention_mask, sliding_window)
             self._top1.record(layer, top1, query.shape[2], key.shape[2])
+        if self._observer is not None:
+            observe, cached = self._observer
+            first = cached.lengths[layer] + query.shape[2] - key.shape[2]
+            observe(layer, attention_call(module, query, key, attention_mask, kwargs or {}, first))
         return query

@@ -5,7 +5,7 @@ evidence that reads them agree.
     data/{task}/eval, data/{task}/probe          held-out real sets: evaluation; retrieval-head detection
     models/{task}/{variant}/seed{s}              context-extension fine-tune of the base model, one per seed
     eval/{task}/base, eval/{task}/{variant}/seed{s}   downstream score on the evaluation set (per example)
-    heads/{task}/{model}                         task retrieval heads (DESIGN.md "Task retrieval score")
+    heads/{task}/{model}                         task retrieval heads (docs/definitions.md#task-retrieval-score)
     compare/{task}                               recall against the real-data model; Spearman with score
     knockout/{task}/{model}                      top-K retrieval heads against random heads, curve over K
     patch/{task}/{variant}                       real-data model -> synthetic-data model, curve over K
