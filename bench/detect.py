@@ -5,6 +5,8 @@ file, e.g. SmolLM2-135M-Instruct from tools/real_assets.py), at several context 
 measurement in its own subprocess (so peak memory is its own):
 
 - detect:    headlab's detect_retrieval_heads (SDPA prefill, KV-cache decode, top-1 from query x keys);
+- mass:      headlab's attention-mass score (HeadKV), the same decoding with the last query's weights
+             recomputed per layer through the seam's attention observer (one row, never the full matrix);
 - generate:  plain `model.generate` of the same number of tokens with SDPA (the floor);
 - reference: eager attention, decode with `output_attentions=True` and a Python loop over heads, batch 1
              (how the research code does it).
@@ -66,21 +68,31 @@ def _prompt(length: int) -> list[int]:
     return torch.randint(0, _vocab_size(), (length,), generator=g).tolist()
 
 
-def run_detect(length: int, new_tokens: int) -> None:
+class _Tok:  # token probes need only pad, eos and decode
+    pad_token_id, eos_token_id = 0, None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return ""
+
+
+def _scored(length: int, new_tokens: int, method: str) -> None:
     from headlab.data.probes import Probe
-    from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
-
-    class Tok:  # token probes need only pad, eos and decode
-        pad_token_id, eos_token_id = 0, None
-
-        def decode(self, ids, skip_special_tokens=True):
-            return ""
+    from headlab.experiments.atlas_cli import score_heads
+    from headlab.experiments.attention_mass import MassConfig
 
     model = _model("sdpa")
     model.generation_config.eos_token_id = None  # decode exactly new_tokens, as generate and the reference do
     probe = Probe("bench", _prompt(length), length // 2, length // 2 + 64)
-    config = DetectConfig(max_new_tokens=new_tokens, keep_failed=True, progress=False, allow_long_context=True)
-    time_and_report(lambda: detect_retrieval_heads(model, Tok(), [probe], config))
+    config = MassConfig(max_new_tokens=new_tokens, keep_failed=True, progress=False, allow_long_context=True)
+    time_and_report(lambda: score_heads(method, model, _Tok(), [probe], config))
+
+
+def run_detect(length: int, new_tokens: int) -> None:
+    _scored(length, new_tokens, "retrieval")
+
+
+def run_mass(length: int, new_tokens: int) -> None:
+    _scored(length, new_tokens, "attention-mass")
 
 
 def run_generate(length: int, new_tokens: int) -> None:
@@ -125,7 +137,7 @@ def time_and_report(work) -> None:
 
 
 RESULT: mp.Queue  # set in the child process
-RUNNERS = {"detect": run_detect, "generate": run_generate, "reference": run_reference}
+RUNNERS = {"detect": run_detect, "mass": run_mass, "generate": run_generate, "reference": run_reference}
 
 
 def _child(name: str, length: int, new_tokens: int, queue: mp.Queue, model: str | None) -> None:
@@ -169,19 +181,20 @@ def main() -> None:
         shape = (f"Llama {CONFIG['num_hidden_layers']} layers x {CONFIG['num_attention_heads']} heads "
                  f"({CONFIG['num_key_value_heads']} kv), hidden {CONFIG['hidden_size']}, random weights")
     print(f"model: {shape}; {args.new_tokens} new tokens; CPU threads {torch.get_num_threads()}")
-    header = (f"{'ctx':>6} {'detect s':>9} {'gen s':>8} {'ref s':>8} | {'det/gen t':>9} {'ref/det t':>9} | "
-              f"{'detect MB':>9} {'gen MB':>8} {'ref MB':>8} {'det/gen m':>9}")
+    header = (f"{'ctx':>6} {'detect s':>9} {'mass s':>8} {'gen s':>8} {'ref s':>8} | {'det/gen t':>9} "
+              f"{'mass/gen t':>10} {'ref/det t':>9} | {'detect MB':>9} {'mass MB':>8} {'gen MB':>8} {'ref MB':>8} "
+              f"{'det/gen m':>9}")
     print(header)
     for length in args.lengths:
-        names = ["detect", "generate"] + (["reference"] if length <= args.skip_reference_above else [])
+        names = ["detect", "mass", "generate"] + (["reference"] if length <= args.skip_reference_above else [])
         runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         for _ in range(args.repeats):  # interleaved, so a burst of load hits every method alike
             for name in names:
                 runs[name].append(measure(name, length, args.new_tokens, args.model))
-        (d_t, d_m), (g_t, g_m) = best(runs["detect"]), best(runs["generate"])
+        (d_t, d_m), (g_t, g_m), (a_t, a_m) = best(runs["detect"]), best(runs["generate"]), best(runs["mass"])
         r_t, r_m = best(runs["reference"]) if "reference" in runs else (float("nan"), float("nan"))
-        print(f"{length:>6} {d_t:>9.2f} {g_t:>8.2f} {r_t:>8.2f} | {d_t / g_t:>9.2f} {r_t / d_t:>9.2f} | "
-              f"{d_m:>9.0f} {g_m:>8.0f} {r_m:>8.0f} {d_m / max(g_m, 1e-9):>9.2f}")
+        print(f"{length:>6} {d_t:>9.2f} {a_t:>8.2f} {g_t:>8.2f} {r_t:>8.2f} | {d_t / g_t:>9.2f} {a_t / g_t:>10.2f} "
+              f"{r_t / d_t:>9.2f} | {d_m:>9.0f} {a_m:>8.0f} {g_m:>8.0f} {r_m:>8.0f} {d_m / max(g_m, 1e-9):>9.2f}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
     from headlab.data.probes import check_context_length
     from headlab.data.world_niah import default_probes
     from headlab.experiments.detect import detect_retrieval_heads, write_detection
+    from headlab.mech.heads import SCORES_FILE
     from headlab.model.loading import inspect, load_weights
 
     model_path = model.path
@@ -54,7 +55,7 @@ def _detect(model: ModelOptions, sel: Selection, config: DetectConfig, run: Dete
                                                 "dtype": model.dtype, "attn": model.attn, "seed": run.seed})
     print(f"probes: {summary['probes_given']} given, {summary['probes_counted']} counted")
     _print_top(summary["mean_scores"], summary["retrieval_heads"], limit=sel.show)
-    print(f"wrote {Path(run.out) / 'retrieval_scores.json'}, summary.json, retrieval_heads.png")
+    print(f"wrote {Path(run.out) / SCORES_FILE}, summary.json, retrieval_heads.png")
 
 
 def _print_top(means: dict[str, float], heads: list[str], limit: int) -> None:
@@ -86,7 +87,7 @@ def _heads_import(model: ModelOptions, sel: Selection, head_file: HeadFile) -> N
     """turn a Retrieval_Head JSON from another tool into a headlab folder"""
     from headlab.core.io import atomic_write_json
     from headlab.core.plots import head_heatmap
-    from headlab.mech.heads import load_scores, mean_scores, score_matrix, select_heads
+    from headlab.mech.heads import SCORES_FILE, load_scores, mean_scores, score_matrix, select_heads
     from headlab.model.loading import inspect
 
     geometry = inspect(model.model).geometry if model.model else None
@@ -94,7 +95,7 @@ def _heads_import(model: ModelOptions, sel: Selection, head_file: HeadFile) -> N
     means = mean_scores(scores)
     out = Path(head_file.out)
     matrix = score_matrix(means, geometry)  # before any write: a bad file leaves nothing behind
-    atomic_write_json(out / "retrieval_scores.json", scores)
+    atomic_write_json(out / SCORES_FILE, scores)
     head_heatmap(matrix, out / "retrieval_heads.png")
     atomic_write_json(out / "summary.json", {
         "mean_scores": means, "retrieval_heads": select_heads(means, sel.threshold, sel.top_k),
@@ -116,6 +117,7 @@ def commands() -> list[Command]:
     """Every command, in --help order (built per call: a test may replace a handler)."""
     from headlab.cot.cli import commands as cot
     from headlab.data.cli import commands as data
+    from headlab.experiments.atlas_cli import commands as atlas
     from headlab.experiments.mech_cli import commands as mech
     from headlab.experiments.train_cli import commands as train
     from headlab.lofit.cli import commands as lofit
@@ -128,7 +130,7 @@ def commands() -> list[Command]:
         Command("heads show", _heads_show, flags={"model": GEOMETRY_MODEL}, hide=heads_only + ("out",)),
         Command("heads import", _heads_import, flags={"model": GEOMETRY_MODEL, "out": Flag(required=True)},
                 hide=heads_only, whole_output=True),
-        *mech(), *data(), *toy(), *lofit(), *train(), *study(), *cot(),
+        *atlas(), *mech(), *data(), *toy(), *lofit(), *train(), *study(), *cot(),
     ]
 
 

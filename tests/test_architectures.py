@@ -1,7 +1,8 @@
 """Architecture parity on tiny random configs of every family headlab supports (docs/architectures.md).
 
-For each family: detection scores equal the no-cache reference of docs/definitions.md#retrieval-score, the z hook reads the slice of
-the output projection's input that belongs to the head, and the uniform knockout equals zeroed queries.
+For each family: detection scores equal the no-cache reference of docs/definitions.md#retrieval-score, the z hook
+reads the slice of the output projection's input that belongs to the head, and the uniform knockout equals zeroed
+queries.
 Families with sliding-window layers get the deeper checks in tests/test_sliding_window.py."""
 
 import pytest

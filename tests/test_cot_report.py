@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from headlab.cli import main
+from headlab.core.stats import mean_interval, paired_difference
 from headlab.cot.report import write_report
-from headlab.cot.stats import bootstrap_ci, paired_ci
 
 
 def record(i, dataset, category, direct, cot, eq=False, tokens=(3, 40)):
@@ -35,8 +35,11 @@ def test_report_numbers(tmp_path):
     summary = write_report(tmp_path, resamples=2000)
     arith = next(r for r in summary["datasets"] if r["dataset"] == "arith")
     assert arith["n"] == 40 and arith["direct"]["accuracy"] == pytest.approx(math_d.mean())
-    assert arith["cot"]["ci"] == pytest.approx(list(bootstrap_ci(math_c.astype(float), 2000)))
-    assert arith["cot_minus_direct"]["ci"] == pytest.approx(list(paired_ci(math_d, math_c, 2000)))
+    cot = mean_interval(math_c.astype(float), n_resamples=2000, method="percentile")
+    gain = paired_difference(math_c, math_d, n_resamples=2000, method="percentile")
+    assert arith["cot"]["ci"] == pytest.approx([cot.low, cot.high]) and cot.low < arith["cot"]["accuracy"] < cot.high
+    assert arith["cot_minus_direct"]["ci"] == pytest.approx([gain.diff.low, gain.diff.high])
+    assert arith["cot_minus_direct"]["p"] == pytest.approx(gain.p)
     assert arith["cot_minus_direct"]["diff"] == pytest.approx(math_c.mean() - math_d.mean())
     assert arith["cot"]["tokens_mean"] == 40 and arith["direct"]["tokens_mean"] == 3
     assert [r["category"] for r in summary["categories"]] == ["math", "knowledge"]

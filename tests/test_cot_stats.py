@@ -1,41 +1,50 @@
-"""Bootstrap intervals against scipy.stats.bootstrap (percentile method) on known inputs."""
+"""The CoT report's intervals and verdicts: headlab.core.stats's bootstrap, checked on known inputs."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from headlab.cot.stats import bootstrap_ci, paired_ci, verdict
+from headlab.cot.report import group_stats
 
 
-@pytest.mark.parametrize("x", [
-    np.array([1.0] * 30 + [0.0] * 20),                          # accuracy 0.6 on 50 items
-    np.random.default_rng(3).normal(2.0, 1.5, size=80),
-])
-def test_mean_interval_matches_scipy(x):
-    ours = bootstrap_ci(x, n_resamples=20_000, seed=1)
-    ref = stats.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile", rng=np.random.default_rng(2))
-    ci = ref.confidence_interval
-    assert ours == pytest.approx((ci.low, ci.high), abs=0.025 * x.std() + 0.01)
-    assert ours[0] < x.mean() < ours[1]
+def records(direct, cot):
+    def mode(ok):
+        return {"correct": bool(ok), "status": "ok", "tokens": 1}
+    return [{"direct": mode(d), "cot": mode(c)} for d, c in zip(direct, cot, strict=True)]
 
 
-def test_paired_interval_matches_scipy_and_beats_unpaired():
+def test_accuracy_interval_contains_the_mean_and_matches_scipy():
+    cot = np.array([1.0] * 30 + [0.0] * 20)  # accuracy 0.6 on 50 items
+    out = group_stats(records(np.zeros(50), cot), ["direct", "cot"], resamples=20_000)
+    lo, hi = out["cot"]["ci"]
+    ref = stats.bootstrap((cot,), np.mean, n_resamples=20_000, method="percentile",
+                          rng=np.random.default_rng(2)).confidence_interval
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=0.03)
+    assert out["cot"]["accuracy"] == pytest.approx(0.6) and lo < 0.6 < hi
+    assert out["direct"]["ci"] == [0.0, 0.0]  # every item wrong: every resample is 0
+
+
+def test_paired_difference_beats_unpaired_and_calls_a_clear_gain():
     rng = np.random.default_rng(0)
     direct = (rng.random(120) < 0.5).astype(float)
     cot = direct.copy()
-    flip = rng.choice(120, 20, replace=False)
-    cot[flip] = 1.0  # CoT fixes some items and keeps every other answer: a clear paired gain
-    ours = paired_ci(direct, cot, n_resamples=20_000, seed=1)
+    cot[rng.choice(120, 20, replace=False)] = 1.0  # CoT fixes some items and keeps every other answer
+    out = group_stats(records(direct, cot), ["direct", "cot"])
+    diff = out["cot_minus_direct"]
     ref = stats.bootstrap((direct, cot), lambda a, b: np.mean(b) - np.mean(a), paired=True, vectorized=False,
                           n_resamples=5_000, method="percentile", rng=np.random.default_rng(2)).confidence_interval
-    assert ours == pytest.approx((ref.low, ref.high), abs=0.015)
-    assert ours[0] > 0 and verdict(*ours) == "CoT better"
-    unpaired = np.subtract(bootstrap_ci(cot), bootstrap_ci(direct)[::-1])  # widest difference of marginal CIs
-    assert ours[1] - ours[0] < unpaired[1] - unpaired[0]
+    assert diff["ci"] == pytest.approx([ref.low, ref.high], abs=0.015)
+    assert diff["ci"][0] > 0 and diff["p"] < 0.05 and diff["verdict"] == "CoT better"
+    assert diff["diff"] == pytest.approx(cot.mean() - direct.mean())
+    unpaired = out["cot"]["ci"][1] - out["direct"]["ci"][0] - (out["cot"]["ci"][0] - out["direct"]["ci"][1])
+    assert diff["ci"][1] - diff["ci"][0] < unpaired
 
 
-def test_degenerate_and_verdicts():
-    assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
-    assert verdict(-0.1, 0.2) == "indistinguishable" and verdict(-0.3, -0.1) == "direct better"
-    with pytest.raises(ValueError):
-        paired_ci([1, 0], [1])
+def test_identical_answers_and_a_loss():
+    same = (np.arange(40) % 3 == 0).astype(float)
+    diff = group_stats(records(same, same), ["direct", "cot"])["cot_minus_direct"]
+    assert diff["ci"] == [0.0, 0.0] and diff["p"] == 1.0 and diff["verdict"] == "indistinguishable"
+    worse = group_stats(records(np.ones(40), same), ["direct", "cot"])["cot_minus_direct"]
+    assert worse["ci"][1] < 0 and worse["verdict"] == "direct better"
+    one = group_stats(records([1.0], [0.0]), ["direct", "cot"])  # one item: no interval, no verdict
+    assert one["cot"]["ci"] == [None, None] and one["cot_minus_direct"]["verdict"] == "indistinguishable"

@@ -30,7 +30,8 @@ def echo_probes(model, n=5, seed=0):
 
 
 def reference_scores(model, probe, max_new_tokens, stops):
-    """docs/definitions.md#retrieval-score applied literally: full eager forward each step, output_attentions, loop over heads."""
+    """docs/definitions.md#retrieval-score applied literally: full eager forward each step, output_attentions,
+    loop over heads."""
     ids, response = list(probe.input_ids), []
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     copies = torch.zeros(n_layers, n_heads, device="cpu")  # where detection returns its scores

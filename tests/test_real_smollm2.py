@@ -93,9 +93,9 @@ def test_probes_use_the_chat_template_and_the_needle_lies_in_the_user_message(sm
         user_start = starts[0] + len(user_header)
         user_end = ids.index(end_of_turn, user_start)
         assert user_start <= p.needle_start < p.needle_end <= user_end, p.id
-        # The span is docs/definitions.md#probe's (Wu et al.'s) first window over 90% of the needle's token set. In prose the
-        # sentence before the needle ends in ".", a needle token too, so the window starts a token or two before
-        # the needle's exact occurrence and leaves its last tokens out (the test of probes.py shows the same).
+        # The span is docs/definitions.md#probe's (Wu et al.'s) first window over 90% of the needle's token set. In
+        # prose the sentence before the needle ends in ".", a needle token too, so the window starts a token or two
+        # before the needle's exact occurrence and leaves its last tokens out (the test of probes.py shows the same).
         needle_ids = tokenizer(" " + p.needle, add_special_tokens=False)["input_ids"]
         exact = next(i for i in range(len(ids)) if ids[i:i + len(needle_ids)] == needle_ids)
         assert exact - 2 <= p.needle_start <= exact, p.id
@@ -106,9 +106,9 @@ def test_probes_use_the_chat_template_and_the_needle_lies_in_the_user_message(sm
 
 def test_retrieval_scores_equal_the_no_cache_reference(smol, real_model_dir, probes_1k):
     """Per probe and head, headlab's scores (SDPA prefill, KV-cache decode, top-1 from query x cached keys) equal
-    docs/definitions.md#retrieval-score applied literally: each step recomputes the whole sequence with eager attention and
-    output_attentions=True, top-1 per head (tests/test_detect.py's reference). Three decoding steps per probe
-    keep the reference, a full 1K-token forward per step, inside the tier's time."""
+    docs/definitions.md#retrieval-score applied literally: each step recomputes the whole sequence with eager
+    attention and output_attentions=True, top-1 per head (tests/test_detect.py's reference). Three decoding steps
+    per probe keep the reference, a full 1K-token forward per step, inside the tier's time."""
     from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
     from headlab.mech.generate import stop_ids
     from headlab.model.loading import load_model

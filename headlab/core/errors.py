@@ -17,8 +17,10 @@ def where(path: object, line: int | None = None, field: object = None) -> str:
     return loc
 
 
-def check_fields(what: str, obj: object, rules: list[tuple[str, bool, str]]) -> None:
-    """Raise for the first (field, ok, wanted) rule that fails: "<what>: field 'x' must be <wanted> (got v)"."""
+def check_fields(what: str, obj: object, rules: list[tuple[str, bool, str]], prefix: str = "") -> None:
+    """Raise for the first (field, ok, wanted) rule that fails: "<what>: field 'x' must be <wanted> (got v)".
+
+    `prefix` names settings nested in another's ("finetune." gives field 'finetune.x')."""
     for name, ok, wanted in rules:
         if not ok:
-            raise HeadlabError(f"{what}: field '{name}' must be {wanted} (got {getattr(obj, name)!r})")
+            raise HeadlabError(f"{where(what, None, prefix + name)} must be {wanted} (got {getattr(obj, name)!r})")

@@ -29,6 +29,9 @@ from headlab.core.errors import HeadlabError
 CONFIDENCE = 0.95
 RESAMPLES = 9999
 ALPHA = 0.05
+# Resampled values drawn at once, at most (~32 MB): a CoT run pools thousands of items. Draws in chunks follow
+# the same random stream, so the numbers do not depend on it.
+MAX_DRAWS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE, n_res
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy's degenerate-data warning: handled by the fallback below
             ci = sps.bootstrap((a,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method=m,
-                               vectorized=True, **_rng_kwargs(sps.bootstrap, seed)).confidence_interval
+                               vectorized=True, batch=max(1, MAX_DRAWS // a.size),
+                               **_rng_kwargs(sps.bootstrap, seed)).confidence_interval
         low, high = float(ci.low), float(ci.high)
         if math.isfinite(low) and math.isfinite(high):
             # Clip to what a mean of these values can be: BCa can step a hair outside on tiny samples.
@@ -141,8 +145,11 @@ def paired_p(d: Sequence[float], n_resamples: int = RESAMPLES, seed: int = 0) ->
         signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
         hits, total = int(np.sum(np.abs(signs @ d) / n >= observed * (1 - 1e-12))), 2 ** n
     else:
-        signs = np.random.default_rng(seed).integers(0, 2, size=(n_resamples, n)) * 2.0 - 1.0
-        hits, total = int(np.sum(np.abs(signs @ d) / n >= observed * (1 - 1e-12))) + 1, n_resamples + 1
+        rng, step, hits = np.random.default_rng(seed), max(1, MAX_DRAWS // n), 1
+        for lo in range(0, n_resamples, step):
+            signs = rng.integers(0, 2, size=(min(step, n_resamples - lo), n)) * 2.0 - 1.0
+            hits += int(np.sum(np.abs(signs @ d) / n >= observed * (1 - 1e-12)))
+        total = n_resamples + 1
     return float(min(1.0, hits / total))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from headlab.core.cli_floor import Command, Flag, opt
+from headlab.core.stats import RESAMPLES
 from headlab.cot.run import CotConfig
 from headlab.model.options import ModelOptions
 
@@ -13,7 +14,7 @@ from headlab.model.options import ModelOptions
 @dataclass(kw_only=True)
 class CotRun:
     out: str = opt(help="run folder")
-    resamples: int = 10_000  # bootstrap resamples
+    resamples: int = RESAMPLES  # bootstrap resamples
 
 
 def _run(model: ModelOptions, config: CotConfig, run: CotRun) -> None:
@@ -33,7 +34,7 @@ def _run(model: ModelOptions, config: CotConfig, run: CotRun) -> None:
 @dataclass(kw_only=True)
 class CotReport:
     dir: str = opt(positional=True, help="a `headlab cot run` folder")
-    resamples: int = 10_000  # bootstrap resamples
+    resamples: int = RESAMPLES  # bootstrap resamples
 
 
 def _report(run: CotReport) -> None:

@@ -2,9 +2,10 @@
 
 Reads `<DIR>/examples.jsonl` and writes summary.json (every number), report.md (the tables), cot_gain.png (CoT
 minus direct per dataset, grouped by category, as the paper's figure) and report.html (tables and figure in one
-self-contained page). A category pools its datasets' items. Differences are paired over items; one whose
-interval spans zero is reported as "indistinguishable". The "=" split compares items whose question or CoT
-response contains "=" with the rest (the paper's MMLU finding).
+self-contained page). A category pools its datasets' items. Intervals and differences are the study's
+(headlab.core.stats): differences are paired over items, and one is called only when its interval excludes
+zero and its sign-flip permutation p is below 0.05, else "indistinguishable". The "=" split compares items
+whose question or CoT response contains "=" with the rest (the paper's MMLU finding).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 
 from headlab.core.errors import HeadlabError
 from headlab.core.io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
-from headlab.cot.stats import RESAMPLES, bootstrap_ci, paired_ci, verdict
+from headlab.core.stats import RESAMPLES, mean_interval, paired_difference
+
+METHOD = "percentile"  # as the study's: an interval per dataset, category, split and mode
 
 CATEGORY_ORDER = ("math", "symbolic", "commonsense", "knowledge")
 COLORS = {"math": "#3b73b9", "symbolic": "#7a4fb3", "commonsense": "#2e9d62", "knowledge": "#d08a2c"}
@@ -49,16 +52,16 @@ def group_stats(records: list[dict], modes: list[str], resamples: int = RESAMPLE
         c = np.array([float(r[mode]["correct"]) for r in records])
         correct[mode] = c
         tokens = [r[mode]["tokens"] for r in records if r[mode].get("tokens") is not None]
-        lo, hi = bootstrap_ci(c, resamples)
-        out[mode] = {"accuracy": float(c.mean()), "ci": [lo, hi],
+        e = mean_interval(c, n_resamples=resamples, method=METHOD)
+        out[mode] = {"accuracy": e.value, "ci": [e.low, e.high],
                      "extracted": float(np.mean([r[mode]["status"] in ("ok", "fallback") for r in records])),
                      "tokens_mean": float(np.mean(tokens)) if tokens else None}
     for other in ("cot", "plan"):
         if other in modes and "direct" in modes:
-            lo, hi = paired_ci(correct["direct"], correct[other], resamples)
-            diff = float(correct[other].mean() - correct["direct"].mean())
-            out[f"{other}_minus_direct"] = {"diff": diff, "ci": [lo, hi],
-                                            "verdict": verdict(lo, hi, "CoT" if other == "cot" else "plan")}
+            d = paired_difference(correct[other], correct["direct"], n_resamples=resamples, method=METHOD)
+            words = {"higher": f"{'CoT' if other == 'cot' else 'plan'} better", "lower": "direct better"}
+            out[f"{other}_minus_direct"] = {"diff": d.diff.value, "ci": [d.diff.low, d.diff.high], "p": d.p,
+                                            "verdict": words.get(d.verdict(), "indistinguishable")}
     return out
 
 
@@ -87,15 +90,16 @@ def summarize(records: list[dict], modes: list[str], resamples: int = RESAMPLES)
     return summary
 
 
-def _ci(stat: dict) -> str:
+def _ci(stat: dict, sign: str = "") -> str:
+    """"0.62 [0.48, 0.75]"; one item has no interval: the value alone."""
     lo, hi = stat["ci"]
-    value = stat.get("accuracy", stat.get("diff"))
-    return f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
+    f = f"{{:{sign}.2f}}".format
+    value = f(stat.get("accuracy", stat.get("diff")))
+    return value if lo is None else f"{value} [{f(lo)}, {f(hi)}]"
 
 
 def _signed(stat: dict) -> str:
-    lo, hi = stat["ci"]
-    return f"{stat['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    return _ci(stat, "+")
 
 
 def _tokens(stat: dict) -> str:
@@ -130,8 +134,9 @@ def gain_figure(rows: list[dict], path: str | Path, title: str) -> None:
 
     rows = [r for r in rows if "cot_minus_direct" in r]
     diffs = np.array([r["cot_minus_direct"]["diff"] for r in rows])
-    los = np.array([r["cot_minus_direct"]["ci"][0] for r in rows])
-    his = np.array([r["cot_minus_direct"]["ci"][1] for r in rows])
+    # A one-item dataset has no interval: no error bar.
+    los, his = (np.array([r["cot_minus_direct"]["ci"][i] for r in rows], dtype=float) for i in (0, 1))
+    los, his = np.where(np.isnan(los), diffs, los), np.where(np.isnan(his), diffs, his)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(rows) + 2), 4.2))
     x = np.arange(len(rows))
     colors = [COLORS.get(r["category"], "#888888") for r in rows]
@@ -165,7 +170,8 @@ def write_report(folder: str | Path, resamples: int = RESAMPLES) -> dict:
                      if f"{m}_max_new_tokens" in config)
     lead = (f"model {model}; {len(records)} items; greedy decoding; {caps}; "
             f"{config.get('shots', 0)}-shot; 95% percentile bootstrap intervals ({resamples} resamples), "
-            "differences paired over items.")
+            "differences paired over items and called only when the interval excludes 0 and the sign-flip "
+            "permutation p < 0.05.")
     if config.get("plan_isolation"):
         lead += (" Plan programs ran under the operating system's isolation." if config["plan_isolation"] == "os"
                  else " Plan programs ran under the in-process guard only (--unsafe-exec), not isolated.")

@@ -11,9 +11,8 @@ from scipy.stats import spearmanr
 
 from headlab.core.errors import HeadlabError
 from headlab.core.io import atomic_write_json, read_json
-from headlab.mech.heads import cosine, load_scores, mean_scores, overlap, parse_head, select_heads
+from headlab.mech.heads import SCORES_FILE, cosine, load_scores, mean_scores, overlap, parse_head, select_heads
 
-SCORES_FILE = "retrieval_scores.json"
 SUMMARY_FILE = "summary.json"
 
 

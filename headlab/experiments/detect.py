@@ -21,7 +21,7 @@ from headlab.core.progress import progress_bar
 from headlab.data.probes import Probe, check_context_length
 from headlab.data.prompts import pad_id_of
 from headlab.mech.generate import greedy_decode, left_pad, stop_ids
-from headlab.mech.heads import head_name, mean_scores, score_matrix, select_heads
+from headlab.mech.heads import SCORES_FILE, head_name, mean_scores, score_matrix, select_heads
 from headlab.model.geometry import HeadGeometry
 from headlab.model.loading import max_positions
 from headlab.model.seam import Seam, input_device
@@ -134,14 +134,20 @@ def greedy_copy_scores(model, seam: Seam, probes: list[Probe], stop_sets: list[s
 
 
 SuccessFn = Callable[[Probe, str, list[int]], float]  # (probe, response text, response ids) -> success score
+# (model, seam, probes, stop sets, max new tokens, pad id) -> (response ids, [layer, head] scores) per probe: how a
+# batch is decoded and scored. Copy-paste retrieval is greedy_copy_scores; the other decoding-time atlas methods
+# (experiments/attention_mass.py) plug in here and share batching, filtering and the run folder.
+StepScorer = Callable[..., list[tuple[list[int], torch.Tensor]]]
 
 
 def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: DetectConfig | None = None,
-                           success: SuccessFn | None = None) -> DetectionResult:
+                           success: SuccessFn | None = None,
+                           scorer: StepScorer = greedy_copy_scores) -> DetectionResult:
     """Retrieval scores of every head over the probes (docs/definitions.md#retrieval-score).
 
     `success` replaces the needle-recall filter: a probe counts when it returns >= config.success_recall.
     The task retrieval score passes the task metric here (docs/definitions.md#task-retrieval-score).
+    `scorer` decodes and scores one batch (default: the copy-paste score).
     """
     config = config or DetectConfig()
     seam = Seam.attach(model)
@@ -157,8 +163,8 @@ def detect_retrieval_heads(model, tokenizer, probes: list[Probe], config: Detect
         for lo in range(0, len(order), config.batch_size):
             idx = order[lo:lo + config.batch_size]
             batch = [block[i] for i in idx]
-            results = greedy_copy_scores(model, seam, batch, [stops[p.stops_at_newline] for p in batch],
-                                         config.max_new_tokens, pad_id)
+            results = scorer(model, seam, batch, [stops[p.stops_at_newline] for p in batch],
+                             config.max_new_tokens, pad_id)
             for i, p, (response_ids, scores) in zip(idx, batch, results, strict=True):
                 outcomes[i] = _outcome(p, response_ids, scores, tokenizer, config, success)
             bar.update(len(batch))
@@ -184,7 +190,6 @@ def _outcome(probe: Probe, response_ids: list[int], scores: torch.Tensor, tokeni
 
 # --- the run folder -----------------------------------------------------------------------------------------
 
-SCORES_FILE = "retrieval_scores.json"
 SUMMARY_FILE = "summary.json"
 HEATMAP_FILE = "retrieval_heads.png"
 

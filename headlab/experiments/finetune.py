@@ -22,16 +22,16 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from headlab.core.errors import HeadlabError
+from headlab.core.errors import HeadlabError, check_fields, where
 from headlab.core.inputs import check_out
 from headlab.core.io import atomic_write_json, file_sha256, folder_lock, read_json
 from headlab.core.progress import progress_bar
 from headlab.data.training import IGNORE_INDEX, encode_all, load_task_data
 from headlab.model.loading import ADAPTER_CONFIG, EXTENSION_FILE, current_length, extension_overrides
+from headlab.model.options import DTYPE_ALIASES, DTYPES
 
 METHODS = ("lora", "full")
 LOSS_ON = ("answer", "all")
-DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -65,10 +65,9 @@ class FinetuneConfig:
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # more TrainingArguments, passed through
 
-    def check(self) -> None:
-        def fail(name: str, wanted: str) -> HeadlabError:
-            return HeadlabError(f"finetune: field '{name}' must be {wanted} (got {getattr(self, name)!r})")
-
+    def check(self, source: str = "finetune", prefix: str = "") -> None:
+        """Every setting through the floor's field checks; `source` and `prefix` name where they came from (the
+        study: "study.yaml", "finetune.")."""
         def integer(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
@@ -76,25 +75,20 @@ class FinetuneConfig:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
         # Types first: a YAML `lr: fast` must be named here, not fail as a comparison deep inside.
-        for name in ("lora_rank", "batch_size", "grad_accum", "warmup_steps", "seed", "save_steps",
-                     "save_total_limit", "logging_steps"):
-            if not integer(getattr(self, name)):
-                raise fail(name, "an integer")
-        for name in ("lora_alpha", "lora_dropout", "lr", "epochs", "weight_decay"):
-            if not number(getattr(self, name)):
-                raise fail(name, "a finite number")
-        for name in ("steps", "context_length"):
-            if getattr(self, name) is not None and not integer(getattr(self, name)):
-                raise fail(name, "an integer")
-        if self.rope_theta is not None and not number(self.rope_theta):
-            raise fail("rope_theta", "a finite number")
-        if self.rope_scaling is not None and not isinstance(self.rope_scaling, dict):
-            raise fail("rope_scaling", "a mapping")
-        if self.target_modules is not None and not (
-                isinstance(self.target_modules, list) and all(isinstance(m, str) for m in self.target_modules)):
-            raise fail("target_modules", "a list of module names")
-        if not isinstance(self.extra, dict):
-            raise fail("extra", "a mapping of TrainingArguments")
+        check_fields(source, self, [
+            *[(n, integer(getattr(self, n)), "an integer") for n in (
+                "lora_rank", "batch_size", "grad_accum", "warmup_steps", "seed", "save_steps", "save_total_limit",
+                "logging_steps")],
+            *[(n, number(getattr(self, n)), "a finite number") for n in (
+                "lora_alpha", "lora_dropout", "lr", "epochs", "weight_decay")],
+            *[(n, getattr(self, n) is None or integer(getattr(self, n)), "an integer") for n in (
+                "steps", "context_length")],
+            ("rope_theta", self.rope_theta is None or number(self.rope_theta), "a finite number"),
+            ("rope_scaling", self.rope_scaling is None or isinstance(self.rope_scaling, dict), "a mapping"),
+            ("target_modules", self.target_modules is None or isinstance(self.target_modules, list) and all(
+                isinstance(m, str) for m in self.target_modules), "a list of module names"),
+            ("extra", isinstance(self.extra, dict), "a mapping of TrainingArguments"),
+        ], prefix)
         import dataclasses
 
         from transformers import TrainingArguments
@@ -102,24 +96,24 @@ class FinetuneConfig:
         known = {f.name for f in dataclasses.fields(TrainingArguments)}
         unknown = sorted(str(k) for k in self.extra if k not in known)
         if unknown:
-            raise HeadlabError(f"finetune: field 'extra.{unknown[0]}' is not a TrainingArguments setting")
-        rules = [("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
-                 ("loss_on", self.loss_on in LOSS_ON, f"one of {', '.join(LOSS_ON)}"),
-                 ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
-                 ("lr", self.lr > 0, "positive"), ("batch_size", self.batch_size >= 1, ">= 1"),
-                 ("grad_accum", self.grad_accum >= 1, ">= 1"), ("lora_rank", self.lora_rank >= 1, ">= 1"),
-                 ("lora_alpha", self.lora_alpha > 0, "positive"),
-                 ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
-                 ("steps", self.steps is None or self.steps >= 1, ">= 1"), ("epochs", self.epochs > 0, "positive"),
-                 ("context_length", self.context_length is None or self.context_length >= 1, ">= 1"),
-                 ("rope_theta", self.rope_theta is None or self.rope_theta > 0, "positive"),
-                 ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                 ("seed", self.seed >= 0, ">= 0"), ("save_steps", self.save_steps >= 1, ">= 1"),
-                 ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
-                 ("logging_steps", self.logging_steps >= 1, ">= 1")]
-        for name, ok, wanted in rules:
-            if not ok:
-                raise fail(name, wanted)
+            raise HeadlabError(f"{where(source, None, f'{prefix}extra.{unknown[0]}')} is not a TrainingArguments "
+                               "setting")
+        check_fields(source, self, [
+            ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"),
+            ("loss_on", self.loss_on in LOSS_ON, f"one of {', '.join(LOSS_ON)}"),
+            ("dtype", isinstance(self.dtype, str) and (self.dtype in DTYPES or self.dtype in DTYPE_ALIASES),
+             f"one of {', '.join([*DTYPES, *DTYPE_ALIASES])}"),
+            ("lr", self.lr > 0, "positive"), ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("grad_accum", self.grad_accum >= 1, ">= 1"), ("lora_rank", self.lora_rank >= 1, ">= 1"),
+            ("lora_alpha", self.lora_alpha > 0, "positive"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+            ("steps", self.steps is None or self.steps >= 1, ">= 1"), ("epochs", self.epochs > 0, "positive"),
+            ("context_length", self.context_length is None or self.context_length >= 1, ">= 1"),
+            ("rope_theta", self.rope_theta is None or self.rope_theta > 0, "positive"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("seed", self.seed >= 0, ">= 0"), ("save_steps", self.save_steps >= 1, ">= 1"),
+            ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
+            ("logging_steps", self.logging_steps >= 1, ">= 1")], prefix)
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -174,33 +168,22 @@ class ProgressBar(TrainerCallback):
 
 
 def attention_projection_names(model) -> list[str]:
-    """LoRA targets for "attention projections only": the linear layers inside each attention module.
+    """LoRA targets for "attention projections only": the family row's projections (headlab/model/families.py).
 
-    Leaf names (q_proj, ...) when they are unambiguous, else full module paths (GPT-2's c_proj also names an
-    MLP layer).
+    Leaf names (q_proj, ...) when no layer outside attention shares them, else full module paths (GPT-2's c_proj
+    also names an MLP layer).
     """
-    from transformers.pytorch_utils import Conv1D
+    from headlab.model.families import family_of
 
-    inside, leaf_count = [], {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear | Conv1D):
-            leaf = name.rsplit(".", 1)[-1]
-            leaf_count[leaf] = leaf_count.get(leaf, 0) + 1
-    for name, module in model.named_modules():
-        if type(module).__name__.endswith("Attention"):
-            for child_name, child in module.named_children():
-                if isinstance(child, torch.nn.Linear | Conv1D):
-                    inside.append(f"{name}.{child_name}")
-    if not inside:
-        raise HeadlabError(f"{type(model).__name__}: found no linear layers inside attention modules; "
-                           "pass --target-modules")
-    leaves: dict[str, int] = {}
-    for path in inside:
-        leaf = path.rsplit(".", 1)[-1]
-        leaves[leaf] = leaves.get(leaf, 0) + 1
-    if all(leaf_count[leaf] == n for leaf, n in leaves.items()):
-        return sorted(leaves)
-    return inside
+    try:
+        family = family_of(model)
+    except HeadlabError as e:
+        raise HeadlabError(f"{e}; pass --target-modules to fine-tune it") from None
+    attention = [name for name, m in model.named_modules() if family.is_attention(m)]
+    inside = [f"{name}.{proj}" for name in attention for proj in family.projections]
+    paths, chosen = (name for name, _ in model.named_modules()), set(inside)
+    shared = any(p.rsplit(".", 1)[-1] in family.projections and p not in chosen for p in paths)
+    return inside if shared else list(family.lora_targets)
 
 
 def prepare(cfg: FinetuneConfig):
@@ -324,6 +307,7 @@ def training_arguments(cfg: FinetuneConfig, n_rows: int):
     from transformers import TrainingArguments
 
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * n_rows / (cfg.batch_size * cfg.grad_accum)))
+    dtype = DTYPE_ALIASES.get(cfg.dtype, cfg.dtype)
     return TrainingArguments(
         output_dir=str(Path(cfg.out) / "checkpoints"), max_steps=steps, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -331,7 +315,7 @@ def training_arguments(cfg: FinetuneConfig, n_rows: int):
         seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps, report_to="none",
         include_num_input_tokens_seen="non_padding", **_checkpointing_argument(cfg.gradient_checkpointing),
-        bf16=cfg.dtype in ("bfloat16", "bf16"), fp16=cfg.dtype in ("float16", "fp16"),
+        bf16=dtype == "bfloat16", fp16=dtype == "float16",
         disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), **cfg.extra)
 
 

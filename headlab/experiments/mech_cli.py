@@ -37,11 +37,10 @@ class PatchData(RunData):
 
 
 def _ranking(path: str, geometry) -> list[str]:
-    from headlab.experiments.compare import SCORES_FILE
+    from headlab.experiments.compare import scores_path
     from headlab.mech.heads import load_scores, mean_scores, scored_ranking
 
-    file = Path(path) / SCORES_FILE if Path(path).is_dir() else Path(path)
-    return scored_ranking(mean_scores(load_scores(file, geometry)))
+    return scored_ranking(mean_scores(load_scores(scores_path(path), geometry)))
 
 
 def _items(run: RunData, seed: int, max_new_tokens: int, info):

@@ -14,6 +14,7 @@ from headlab.core.io import read_json
 from headlab.model.geometry import HeadGeometry
 
 Head = tuple[int, int]
+SCORES_FILE = "retrieval_scores.json"  # a detection run folder's head-score file
 
 
 def head_name(layer: int, head: int) -> str:

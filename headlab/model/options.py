@@ -9,6 +9,8 @@ from headlab.core.cli_floor import opt
 from headlab.core.errors import HeadlabError
 
 DTYPES = ("float32", "bfloat16", "float16")
+# Short spellings a FinetuneConfig also accepts (as TrainingArguments names its bf16/fp16 switches).
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(kw_only=True)

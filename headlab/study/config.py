@@ -6,14 +6,22 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from headlab.core.errors import HeadlabError, where
+from headlab.core.errors import HeadlabError, check_fields, where
 from headlab.core.io import read_document
 from headlab.data.example import HAYSTACK_DIVERSITIES, NEEDLE_REALISMS, TASKS
+from headlab.model.options import DTYPES
 
-DTYPES = ("float32", "bfloat16", "float16")
+if TYPE_CHECKING:  # torch and transformers come with it: loaded when a config is made, not on import
+    from headlab.experiments.finetune import FinetuneConfig
+
 REAL = "real"  # the variant trained on real data (for the toy world: its richest, held-out distribution)
+# The study's fine-tune settings (sized for the tiny model on 2 CPU cores). A file's `finetune:` mapping replaces
+# them whole: a setting it leaves out is `headlab finetune`'s default.
+FINETUNE: dict[str, Any] = {"method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 16,
+                            "batch_size": 4}
+STUDY_SETS = ("model", "data", "out", "context_length", "seed", "merge")  # per fine-tune stage, by the study
 
 
 @dataclass
@@ -33,8 +41,8 @@ class StudyConfig:
     eval_examples: int = 128
     length: int = 512  # prompt tokens of training and evaluation examples (citation needs about 500)
     context_length: int = 640  # the fine-tuned models' context
-    finetune: dict[str, Any] = field(default_factory=lambda: {
-        "method": "lora", "lora_rank": 8, "lora_alpha": 16.0, "lr": 2e-3, "steps": 16, "batch_size": 4})
+    # `headlab finetune`'s settings but STUDY_SETS, which the study sets per fine-tune stage.
+    finetune: FinetuneConfig = field(default_factory=lambda: finetune_settings(FINETUNE))
     finetune_seeds: int = 2  # fine-tunes per variant (seeds seed, seed+1, ...): the report shows their spread
     detect_examples: int = 48  # task probes available to rank retrieval heads (a held-out set of its own)
     detect_counted: int = 24  # detection stops once this many probes were answered right (counted)
@@ -57,92 +65,67 @@ class StudyConfig:
     dtype: str = "float32"
     seed: int = 0
 
-    def check(self, source: str = "study config") -> None:
-        def bad(name: str, wanted: str) -> HeadlabError:
-            return HeadlabError(f"{where(source, None, name)} must be {wanted} (got {getattr(self, name)!r})")
+    def __post_init__(self) -> None:
+        if isinstance(self.finetune, dict):  # as a file or a preset writes it
+            self.finetune = finetune_settings(self.finetune)
 
-        if not isinstance(self.tasks, list) or not self.tasks or any(t not in TASKS for t in self.tasks):
-            raise bad("tasks", f"a non-empty list of {', '.join(TASKS)}")
-        if not isinstance(self.variants, list) or not all(isinstance(v, str) for v in self.variants):
-            raise bad("variants", "a list of names like 'symbolic-repetitive'")
-        for v in self.variants:
-            parts = v.split("-")
-            if len(parts) != 2 or parts[0] not in NEEDLE_REALISMS or parts[1] not in HAYSTACK_DIVERSITIES:
-                raise bad("variants", f"names like 'symbolic-repetitive' ({'/'.join(NEEDLE_REALISMS)} - "
-                                      f"{'/'.join(HAYSTACK_DIVERSITIES)})")
-        if len(set(self.variants)) != len(self.variants) or REAL in self.variants:
-            raise bad("variants", "distinct synthetic variants (the real variant is always included)")
-        for name in ("real_data", "real_eval"):
-            mapping = getattr(self, name)
-            if not isinstance(mapping, dict) or not all(isinstance(f, str) for f in mapping.values()):
-                raise bad(name, "a mapping from the study's tasks to files")
-            unknown = [t for t in mapping if t not in self.tasks]
-            if unknown:
-                raise bad(name, f"a mapping from the study's tasks to files ({unknown[0]} is not a task)")
-            missing = [f for f in mapping.values() if not Path(f).is_file()]
-            if missing:
-                raise bad(name, f"a mapping to existing files ({missing[0]} not found)")
-        if self.base_model is not None and not (isinstance(self.base_model, str) and self.base_model.strip()):
-            raise bad("base_model", "a model folder or hub id")
-        for name in ("train_examples", "eval_examples", "length", "context_length", "detect_examples",
-                     "max_new_tokens", "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size",
-                     "finetune_seeds", "detect_counted"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise bad(name, "a positive integer")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise bad("seed", "an integer >= 0")
-        names = ["base", *self.models]
-        if not isinstance(self.curve_models, list) or any(m not in names for m in self.curve_models):
-            raise bad("curve_models", f"a list of the study's models ({', '.join(names)})")
+    def check(self, source: str = "study config") -> None:
+        """Every setting through the floor's field checks, shapes first so that the later rules may compute."""
+        from headlab.experiments.finetune import FinetuneConfig
+
+        ints = ("train_examples", "eval_examples", "length", "context_length", "detect_examples", "max_new_tokens",
+                "top_k", "knockout_seeds", "patch_seeds", "niah_per_cell", "batch_size", "finetune_seeds",
+                "detect_counted")
         sets = ("intersection", "complement", "source", "random")
-        if not isinstance(self.patch_sets, list) or not self.patch_sets or any(x not in sets for x in self.patch_sets):
-            raise bad("patch_sets", "a non-empty list of intersection, complement, source, random")
-        if not _is_int(self.intervention_examples) or self.intervention_examples < 0:
-            raise bad("intervention_examples", "a non-negative integer (0: every evaluation example)")
-        if self.length + self.max_new_tokens > self.context_length:
-            raise bad("length", f"at most context_length - max_new_tokens = "
-                                f"{self.context_length - self.max_new_tokens}")
-        if not isinstance(self.niah_lengths, list) or not self.niah_lengths or not all(
-                _is_int(n) and n >= 1 for n in self.niah_lengths):
-            raise bad("niah_lengths", "a non-empty list of positive token counts")
-        if not isinstance(self.niah_depths, list) or not self.niah_depths or not all(
-                _is_number(d) and 0 <= d <= 1 for d in self.niah_depths):
-            raise bad("niah_depths", "a non-empty list of fractions in [0, 1]")
-        if self.dtype not in DTYPES:
-            raise bad("dtype", f"one of {', '.join(DTYPES)}")
+        maps = {name: getattr(self, name) for name in ("real_data", "real_eval")}
+        check_fields(source, self, [
+            ("tasks", isinstance(self.tasks, list) and bool(self.tasks) and all(t in TASKS for t in self.tasks),
+             f"a non-empty list of {', '.join(TASKS)}"),
+            ("variants", isinstance(self.variants, list) and all(isinstance(v, str) for v in self.variants),
+             "a list of names like 'symbolic-repetitive'"),
+            *[(name, isinstance(m, dict) and all(isinstance(f, str) for f in m.values()),
+               "a mapping from the study's tasks to files") for name, m in maps.items()],
+            ("base_model", self.base_model is None or isinstance(self.base_model, str) and bool(
+                self.base_model.strip()), "a model folder or hub id"),
+            *[(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "a positive integer")
+              for name in ints],
+            ("seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0"),
+            ("patch_sets", isinstance(self.patch_sets, list) and bool(self.patch_sets) and all(
+                x in sets for x in self.patch_sets), f"a non-empty list of {', '.join(sets)}"),
+            ("intervention_examples", _is_int(self.intervention_examples) and self.intervention_examples >= 0,
+             "a non-negative integer (0: every evaluation example)"),
+            ("niah_lengths", isinstance(self.niah_lengths, list) and bool(self.niah_lengths) and all(
+                _is_int(n) and n >= 1 for n in self.niah_lengths), "a non-empty list of positive token counts"),
+            ("niah_depths", isinstance(self.niah_depths, list) and bool(self.niah_depths) and all(
+                _is_number(d) and 0 <= d <= 1 for d in self.niah_depths), "a non-empty list of fractions in [0, 1]"),
+            ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
+            ("device", isinstance(self.device, str), "a device name such as cpu or cuda"),
+            ("finetune", isinstance(self.finetune, FinetuneConfig), "a mapping of fine-tune settings"),
+        ])
+        parts = [v.split("-") for v in self.variants]
+        names = ["base", *self.models]
+        unknown = {n: [str(t) for t in m if t not in self.tasks] for n, m in maps.items()}
+        missing = {n: [f for f in m.values() if not Path(f).is_file()] for n, m in maps.items()}
+        check_fields(source, self, [
+            ("variants", all(len(p) == 2 and p[0] in NEEDLE_REALISMS and p[1] in HAYSTACK_DIVERSITIES for p in parts),
+             f"names like 'symbolic-repetitive' ({'/'.join(NEEDLE_REALISMS)} - {'/'.join(HAYSTACK_DIVERSITIES)})"),
+            ("variants", len(set(self.variants)) == len(self.variants) and REAL not in self.variants,
+             "distinct synthetic variants (the real variant is always included)"),
+            *[(n, not unknown[n], f"a mapping from the study's tasks to files ({''.join(unknown[n][:1])} is not a "
+                                  "task)") for n in maps],
+            *[(n, not missing[n], f"a mapping to existing files ({''.join(missing[n][:1])} not found)") for n in maps],
+            ("curve_models", isinstance(self.curve_models, list) and all(m in names for m in self.curve_models),
+             f"a list of the study's models ({', '.join(names)})"),
+            ("length", self.length + self.max_new_tokens <= self.context_length,
+             f"at most context_length - max_new_tokens = {self.context_length - self.max_new_tokens}"),
+        ])
         from headlab.core.inputs import check_device
 
         try:
-            check_device(self.device) if isinstance(self.device, str) else None
+            check_device(self.device)
         except HeadlabError as e:
             raise HeadlabError(f"{where(source, None, 'device')}: {e}") from None
-        if not isinstance(self.device, str):
-            raise bad("device", "a device name such as cpu or cuda")
-        self._check_finetune(source)
-
-    def _check_finetune(self, source: str) -> None:
-        """The fine-tune settings as the fine-tune stage will read them: a typo fails now, not after the data
-        stages have run."""
-        from headlab.experiments.finetune import FinetuneConfig
-
-        if not isinstance(self.finetune, dict) or not all(isinstance(k, str) for k in self.finetune):
-            raise HeadlabError(f"{where(source, None, 'finetune')} must be a mapping of fine-tune settings")
-        reserved = {"model", "data", "out", "context_length", "seed", "merge"} & set(self.finetune)
-        if reserved:
-            raise HeadlabError(f"{where(source, None, 'finetune.' + sorted(reserved)[0])} is set by the study "
-                               "itself")
-        try:
-            cfg = FinetuneConfig(model="", data="", out="", **self.finetune)
-        except TypeError:
-            known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-            unknown = sorted(set(self.finetune) - known)
-            raise HeadlabError(f"{where(source, None, 'finetune.' + unknown[0])} is not a fine-tune setting") \
-                from None
-        try:
-            cfg.check()
-        except HeadlabError as e:
-            message = str(e).replace("finetune: field '", "field 'finetune.")
-            raise HeadlabError(f"{source}: {message}") from None
+        self.finetune.check(source, "finetune.")
 
     @property
     def models(self) -> list[str]:
@@ -150,7 +133,39 @@ class StudyConfig:
         return [REAL, *self.variants]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "finetune": finetune_mapping(self.finetune)}
+
+
+def finetune_settings(mapping: Any, source: str = "study config") -> FinetuneConfig:
+    """A config file's `finetune:` mapping as `headlab finetune`'s settings, built as the CLI floor builds a
+    command's (it remembers which were given); its values are checked with the rest (`check`)."""
+    from headlab.core.cli_floor import build
+    from headlab.experiments.finetune import FinetuneConfig
+
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) for k in mapping):
+        raise HeadlabError(f"{where(source, None, 'finetune')} must be a mapping of fine-tune settings")
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    for key in mapping:
+        if key in STUDY_SETS:
+            raise HeadlabError(f"{where(source, None, 'finetune.' + key)} is set by the study itself")
+        if key not in known:
+            raise HeadlabError(f"{where(source, None, 'finetune.' + key)} is not a fine-tune setting")
+    return build(FinetuneConfig, mapping)
+
+
+def finetune_mapping(settings: FinetuneConfig) -> dict[str, Any]:
+    """The settings as a fine-tune stage's input and in the report's config: those given, and any other that
+    is not `headlab finetune`'s default, in field order (STUDY_SETS left out); `finetune_settings` of it gives
+    the same settings back."""
+    from headlab.core.cli_floor import given
+
+    out = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name not in STUDY_SETS and (f.name in given(settings) or value != default):
+            out[f.name] = value
+    return out
 
 
 def _is_int(value: Any) -> bool:
@@ -191,6 +206,8 @@ def build_config(preset: str = "default", path: str | Path | None = None, **over
         values.update(_read_mapping(Path(path)))
         source = str(path)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if "finetune" in values:  # here, so that its errors name the file
+        values["finetune"] = finetune_settings(values["finetune"], source)
     known = {f.name for f in dataclasses.fields(StudyConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

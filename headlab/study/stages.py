@@ -17,7 +17,7 @@ from pathlib import Path
 from headlab.core.errors import HeadlabError
 from headlab.core.io import atomic_write_json, read_json
 from headlab.data.example import load_examples, save_examples
-from headlab.study.config import REAL, StudyConfig
+from headlab.study.config import REAL, StudyConfig, finetune_mapping
 from headlab.study.layout import BASE, EVAL, PROBE, eval_ref, model_ref, seed_name
 from headlab.study.pipeline import Pipeline, Stage, StageContext
 
@@ -246,6 +246,7 @@ def build_study(config: StudyConfig, root: str | Path) -> Pipeline:
         p.add(Stage(name, inputs, lambda ctx: run(ctx, config), deps))
 
     seeds = range(config.finetune_seeds)
+    finetune = finetune_mapping(config.finetune)  # a fine-tune stage's settings, as the report's config shows them
     for task in config.tasks:
         for variant in config.models:
             needle, haystack = ("real", "diverse") if variant == REAL else variant.split("-")
@@ -269,7 +270,7 @@ def build_study(config: StudyConfig, root: str | Path) -> Pipeline:
                 data = f"data/{task}/{variant}/{seed_name(s)}"
                 add(model_ref(task, variant, s), {"base_model": base, "data": data,
                                                   "context_length": config.context_length, "seed": config.seed + s,
-                                                  "finetune": config.finetune}, run_finetune, [data])
+                                                  "finetune": finetune}, run_finetune, [data])
         for model in [BASE, *config.models]:
             for s in ([0] if model == BASE else seeds):
                 ref = model_ref(task, model, s)

@@ -1,0 +1,117 @@
+"""`headlab heads score --method NAME`: every atlas method behind one command, writing the run folder that
+`heads show`, `heads compare`, knockout and the study read (Retrieval_Head format per query head), plus the
+same scores per kv head. Every input is checked before weights load; errors are HeadlabError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from headlab.core.cli_floor import Command, opt
+from headlab.core.errors import HeadlabError
+from headlab.core.io import atomic_write_json
+from headlab.experiments.attention_mass import MassConfig
+from headlab.experiments.patterns import METHODS as PATTERN_METHODS
+from headlab.mech.kv_heads import REDUCTIONS
+from headlab.model.options import ModelOptions, Selection
+
+# Methods scored on needle probes while the model decodes them (docs/definitions.md); pattern methods score
+# random repeated sequences instead (experiments/patterns.py).
+DECODING_METHODS = ("retrieval", "attention-mass")
+METHODS = DECODING_METHODS + PATTERN_METHODS
+KV_FILE = "kv_scores.json"
+
+
+@dataclass(kw_only=True)
+class ScoreRun:
+    method: str = opt("retrieval", choices=METHODS,
+                      help="retrieval: copy-paste (Wu et al. 2024); attention-mass: attention on the needle "
+                           "(HeadKV); induction, previous-token, duplicate-token: pattern scores (TransformerLens)")
+    probes: str | None = opt(None, help="probe JSONL (text or token probes) or a needle-in-a-haystack spec "
+                                        "(.json/.yaml); default: toy needle-in-a-haystack probes")
+    kv_reduce: str = opt("max", choices=REDUCTIONS, help="a kv head's score from its query heads' scores")
+    sequences: int = 32  # pattern methods: random [bos] + r + r sequences
+    length: int = 24  # pattern methods: tokens in r
+    out: str = "runs/heads"  # output folder
+    seed: int = 0  # seed of the default toy probes
+
+
+def _probes(run: ScoreRun, info, allow_long_context: bool, max_new_tokens: int):
+    from headlab.data.niah import length_limit
+    from headlab.data.probe_files import load_probes
+    from headlab.data.probes import check_context_length
+    from headlab.data.world_niah import default_probes
+
+    tokenizer, positions = info.tokenizer, info.max_positions
+    probes = load_probes(run.probes, tokenizer, length_limit(positions, allow_long_context), positions) \
+        if run.probes else default_probes(tokenizer, run.seed)
+    if not allow_long_context:
+        check_context_length(probes, positions, max_new_tokens)
+    return probes
+
+
+def _pattern_config(run: ScoreRun, config: MassConfig):
+    """The pattern method's settings; probes make no sense for it (one line, before weights load)."""
+    from headlab.experiments.patterns import PatternConfig
+
+    if run.probes:
+        raise HeadlabError(f"--probes: {run.method} scores random repeated token sequences, not probes; "
+                           "drop --probes (size them with --sequences and --length)")
+    return PatternConfig(method=run.method, n_sequences=run.sequences, length=run.length,
+                         batch_size=config.batch_size, seed=run.seed)
+
+
+def score_heads(method: str, loaded, tokenizer, probes, config: MassConfig):
+    """The DetectionResult of `method` on `probes` (library entry point of `heads score`)."""
+    from headlab.experiments.attention_mass import attention_mass_heads
+    from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
+
+    if method == "attention-mass":
+        return attention_mass_heads(loaded, tokenizer, probes, config)
+    plain = DetectConfig(**{f.name: getattr(config, f.name) for f in fields(DetectConfig)})
+    return detect_retrieval_heads(loaded, tokenizer, probes, plain)
+
+
+def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: ScoreRun) -> None:
+    """score every head by one atlas method, per query head and per kv head
+
+    With no --model/--probes: the shipped tiny model and toy needle-in-a-haystack probes."""
+    from headlab.core.distributed import is_main
+    from headlab.experiments.detect import write_detection
+    from headlab.mech.heads import SCORES_FILE, select_heads
+    from headlab.mech.kv_heads import kv_head_scores
+    from headlab.model.loading import inspect, load_weights
+
+    info = inspect(model.path, model.trust_remote_code)
+    pattern = _pattern_config(run, config) if run.method in PATTERN_METHODS else None
+    probes = None if pattern else _probes(run, info, config.allow_long_context, config.max_new_tokens)
+    loaded = load_weights(info, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
+                          **model.placement())  # every input above is checked before weights load
+    if pattern:
+        from headlab.experiments.patterns import pattern_scores, repeated_tokens_for, write_pattern_scores
+
+        result = pattern_scores(loaded, repeated_tokens_for(loaded, pattern, info.tokenizer), pattern)
+        if not is_main():
+            return
+        summary = write_pattern_scores(result, run.out, {"model": model.path, "dtype": model.dtype,
+                                                         "attn": model.attn})
+        given = f"{result.n_sequences} random repeated sequences"
+    else:
+        result = score_heads(run.method, loaded, info.tokenizer, probes, config)
+        if not is_main():
+            return
+        summary = write_detection(result, run.out, {
+            "model": model.path, "probes": run.probes or "toy-niah", "dtype": model.dtype, "attn": model.attn,
+            "seed": run.seed, "method": run.method, "unit": "query head"})
+        given = f"probes {summary['probes_given']} given, {summary['probes_counted']} counted"
+    kv = kv_head_scores(summary["mean_scores"], result.geometry, run.kv_reduce)
+    atomic_write_json(Path(run.out) / KV_FILE, {"method": run.method, "unit": "kv head", "reduce": run.kv_reduce,
+                                                "mean_scores": kv})
+    print(f"{run.method}: {given}")
+    for name in select_heads(summary["mean_scores"], None, sel.show):
+        print(f"  {name:>7}  {summary['mean_scores'][name]:.3f}")
+    print(f"wrote {Path(run.out) / SCORES_FILE}, {KV_FILE}, summary.json, retrieval_heads.png")
+
+
+def commands() -> list[Command]:
+    return [Command("heads score", _heads_score, hide=("progress",), config_file=True, whole_output=True)]
