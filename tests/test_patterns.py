@@ -11,7 +11,7 @@ import torch
 from tiny import CONFIGS, VOCAB, build_model, build_tokenizer, same_weights
 
 from headlab.core.errors import HeadlabError
-from headlab.experiments.detect import SCORES_FILE, SUMMARY_FILE
+from headlab.experiments.detect import HEATMAP_FILE, SCORES_FILE, SUMMARY_FILE
 from headlab.experiments.patterns import (
     METHODS,
     PatternConfig,
@@ -228,7 +228,7 @@ def test_write_pattern_scores(tmp_path):
     assert on_disk == summary
     assert (on_disk["method"], on_disk["unit"], on_disk["n_sequences"]) == ("induction", "query head", 4)
     assert on_disk["mean_scores"] == pytest.approx({k: sum(v) / len(v) for k, v in scores.items()})
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([SCORES_FILE, SUMMARY_FILE])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([SCORES_FILE, SUMMARY_FILE, HEATMAP_FILE])
 
 
 # --- against TransformerLens itself ---------------------------------------------------------------------------

@@ -380,6 +380,7 @@ STUDY_YAML = {
 BASE = {
     "detect": "detect --model {model} --probes {spec.json} --max-new-tokens 2 --batch-size 2 --out {out}",
     "heads show": "heads show {heads.json} --model {model}",
+    "heads score": "heads score --model {model} --probes {spec.json} --max-new-tokens 2 --batch-size 2 --out {out}",
     "heads import": "heads import {heads.json} --model {model} --out {out}",
     "heads compare": "heads compare {heads.json} {heads2.json}",
     "data make": "data make --task mdqa --needle symbolic --haystack repetitive --n 2 --length 160 "
