@@ -413,7 +413,9 @@ BASE = {
 
 # What a valid run of each command leaves (under its output path).
 OUTPUTS = {
-    "detect": ("retrieval_scores.json", "summary.json"), "heads import": ("retrieval_scores.json", "summary.json"),
+    "detect": ("retrieval_scores.json", "summary.json"),
+    "heads score": ("retrieval_scores.json", "summary.json", "kv_scores.json"),
+    "heads import": ("retrieval_scores.json", "summary.json"),
     "data make": ("",), "data convert": ("",), "toy pretrain": ("config.json", "model.safetensors"),
     "lofit select": ("heads.json",), "lofit tune": ("adapter.safetensors",), "lofit merge": ("config.json",),
     "lofit eval": ("",), "knockout": ("knockout.json",), "patch": ("patching.json",), "compare": ("compare.json",),
@@ -454,6 +456,7 @@ NUMBERS: dict[str, dict[str, str]] = {
     "detect": {"--max-new-tokens": COUNT, "--batch-size": COUNT, "--seed": NONNEG, "--threshold": FINITE,
                "--top-k": COUNT, "--show": COUNT},
     "heads show": {"--threshold": FINITE, "--top-k": COUNT, "--show": COUNT},
+    "heads score": {"--max-new-tokens": COUNT, "--batch-size": COUNT, "--seed": NONNEG, "--show": COUNT},
     "heads import": {"--threshold": FINITE, "--top-k": COUNT},
     "heads compare": {"--threshold": FINITE, "--top-k": COUNT},
     "data make": {"--n": COUNT, "--length": COUNT, "--seed": NONNEG, "--depth": FRACTION, "--max-support": COUNT,
@@ -502,7 +505,8 @@ HUGE_REFUSED = {("niah", "--lengths"), ("toy evaluate", "--lengths"), ("lofit tu
                 ("finetune", "--lora-rank")}
 
 # Commands that read a model, and the option that names it.
-MODEL_OPTION = {c: "--model" for c in ("detect", "heads show", "heads import", "toy evaluate", "lofit select",
+MODEL_OPTION = {c: "--model" for c in ("detect", "heads score", "heads show", "heads import", "toy evaluate",
+                                       "lofit select",
                                        "lofit tune", "lofit merge", "lofit eval", "knockout", "finetune",
                                        "evaluate", "niah", "study", "cot run")}
 MODEL_OPTION["data make"] = "--tokenizer"
@@ -520,6 +524,7 @@ MISTYPED = {"runs-typo": "runs/model", "dot-typo": "./no/such/model", "abs-typo"
 # Input files per command: (option or positional placeholder, fixture name). Each gets the file classes.
 FILE_SLOTS: dict[str, list[tuple[str, str]]] = {
     "detect": [("--probes", "spec.json"), ("--probes", "spec.yaml"), ("--probes", "probes.jsonl")],
+    "heads score": [("--probes", "spec.json")],
     "heads show": [("{heads.json}", "heads.json")], "heads import": [("{heads.json}", "heads.json")],
     "heads compare": [("{heads2.json}", "heads.json")],
     "data convert": [("{mdqa_raw.jsonl}", "mdqa_raw.jsonl"), ("musique", "musique.jsonl"),
