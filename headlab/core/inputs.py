@@ -104,7 +104,7 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
         "batch_size", "max_new_tokens", "limit", "lora_rank", "rank", "n", "needles", "seeds", "k", "top_k",
         "depth_bins", "steps", "save_steps", "save_total_limit", "logging_steps", "grad_accum", "length",
         "context_length", "lengths", "show", "max_support", "pool_size", "probes", "resamples", "num_cpus",
-        "cpus_per_stage")},
+        "cpus_per_stage", "sequences")},
     **{name: (0, None, False) for name in (
         "seed", "warmup_steps", "warmup", "doc_sentences", "max_docs", "curve", "weight_decay", "l1",
         "max_filler", "threads", "answer_weight")},
