@@ -65,6 +65,49 @@ def test_methods_differ_on_the_same_probes(tiny_model_dir, tmp_path):
     assert all(0 <= v <= 1 for v in means["attention-mass"].values())
 
 
+def test_query_focused_scores_task_examples_as_the_library_does(tiny_model_dir, tmp_path, capsys):
+    from tiny import write_task_file
+
+    from headlab.data.example import load_examples
+    from headlab.data.prompts import pad_id_of
+    from headlab.experiments.query_focused import query_focused_scores, query_inputs
+    from headlab.model.loading import load_model
+
+    data = write_task_file(tmp_path / "t.jsonl", tiny_model_dir, n=3, length=400, seed=0)
+    out = tmp_path / "out"
+    assert main(["heads", "score", "--method", "query-focused", "--model", str(tiny_model_dir), "--probes",
+                 str(data), "--out", str(out), "--batch-size", "2"]) == 0
+    scores = load_scores(out / "retrieval_scores.json")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "query-focused" and summary["unit"] == "query head" and summary["n_examples"] == 3
+    model, tokenizer = load_model(tiny_model_dir)
+    want = query_focused_scores(model, query_inputs(load_examples(data), tokenizer), pad_id=pad_id_of(tokenizer))
+    assert mean_scores(scores) == pytest.approx(want.mean, abs=1e-6)
+    kv = json.loads((out / "kv_scores.json").read_text())
+    assert kv["unit"] == "kv head"
+    assert kv["mean_scores"] == pytest.approx(kv_head_scores(want.mean, HeadGeometry(3, 4, 4, 16)), abs=1e-6)
+    assert "query-focused: 3 examples" in capsys.readouterr().out
+
+
+def test_query_focused_refuses_probes_and_examples_without_gold_documents(tiny_model_dir, tmp_path, capsys):
+    from tiny import write_task_file
+
+    out = tmp_path / "out"
+    base = ["heads", "score", "--method", "query-focused", "--model", str(tiny_model_dir), "--out", str(out)]
+    probes = write_jsonl(tmp_path / "p.jsonl", [GOOD])
+    _fails(base + ["--probes", str(probes)], capsys, "p.jsonl:1: field 'documents' missing", "not probes")
+    spec = tmp_path / "spec.json"
+    spec.write_text("{}")
+    _fails(base + ["--probes", str(spec)], capsys, "spec.json", "not a needle-in-a-haystack spec")
+    data = write_task_file(tmp_path / "t.jsonl", tiny_model_dir, n=1, length=400, seed=0)
+    record = json.loads(data.read_text())
+    record["gold_doc_ids"] = []
+    write_jsonl(tmp_path / "nogold.jsonl", [record])
+    _fails(base + ["--probes", str(tmp_path / "nogold.jsonl")], capsys, "field 'gold_doc_ids' is empty")
+    _fails(base + ["--probes", str(data), "--null-query", ""], capsys, "null_query")
+    assert not out.exists()
+
+
 def test_bad_heads_score_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["heads", "score", "--model", str(tiny_model_dir), "--out", str(out)]

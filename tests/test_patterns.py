@@ -20,7 +20,7 @@ from headlab.experiments.patterns import (
     pattern_scores,
     random_repeated_tokens,
     repeated_tokens_for,
-    write_pattern_scores,
+    write_head_scores,
 )
 from headlab.mech.heads import load_scores
 
@@ -218,10 +218,10 @@ def test_settings_changed_after_construction_are_checked_at_run_time():
         pattern_scores(build_model("llama"), _tokens(n=2, length=4), config)
 
 
-def test_write_pattern_scores(tmp_path):
+def test_write_head_scores(tmp_path):
     model = build_model("qwen2")
     result = pattern_scores(model, _tokens(), PatternConfig("induction", n_sequences=4, length=8))
-    summary = write_pattern_scores(result, tmp_path / "run")
+    summary = write_head_scores(result, tmp_path / "run")
     scores = load_scores(tmp_path / "run" / SCORES_FILE, result.geometry)
     assert scores == result.scores and len(scores) == 3 * 4 and all(len(v) == 4 for v in scores.values())
     on_disk = json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())

@@ -16,19 +16,25 @@ from headlab.mech.kv_heads import REDUCTIONS
 from headlab.model.options import ModelOptions, Selection
 
 # Methods scored on needle probes while the model decodes them (docs/definitions.md); pattern methods score
-# random repeated sequences instead (experiments/patterns.py).
+# random repeated sequences instead (experiments/patterns.py), query-focused scores task examples' questions
+# against their gold documents (experiments/query_focused.py).
 DECODING_METHODS = ("retrieval", "attention-mass")
-METHODS = DECODING_METHODS + PATTERN_METHODS
+QUERY_FOCUSED = "query-focused"
+METHODS = DECODING_METHODS + PATTERN_METHODS + (QUERY_FOCUSED,)
 KV_FILE = "kv_scores.json"
+DEFAULT_EXAMPLES = 16  # query-focused with no --probes: synthetic MDQA examples for the model's tokenizer
 
 
 @dataclass(kw_only=True)
 class ScoreRun:
     method: str = opt("retrieval", choices=METHODS,
                       help="retrieval: copy-paste (Wu et al. 2024); attention-mass: attention on the needle "
-                           "(HeadKV); induction, previous-token, duplicate-token: pattern scores (TransformerLens)")
+                           "(HeadKV); induction, previous-token, duplicate-token: pattern scores (TransformerLens); "
+                           "query-focused: question-to-gold-document attention, null question subtracted (QRHead)")
     probes: str | None = opt(None, help="probe JSONL (text or token probes) or a needle-in-a-haystack spec "
-                                        "(.json/.yaml); default: toy needle-in-a-haystack probes")
+                                        "(.json/.yaml); query-focused: a task-example JSONL (headlab data make or "
+                                        "convert); default: toy needle-in-a-haystack probes, or synthetic MDQA")
+    null_query: str = "N/A"  # query-focused: the calibration question
     kv_reduce: str = opt("max", choices=REDUCTIONS, help="a kv head's score from its query heads' scores")
     sequences: int = 32  # pattern methods: random [bos] + r + r sequences
     length: int = 24  # pattern methods: tokens in r
@@ -61,6 +67,40 @@ def _pattern_config(run: ScoreRun, config: MassConfig):
                          batch_size=config.batch_size, seed=run.seed)
 
 
+def _query_inputs(run: ScoreRun, info, allow_long_context: bool):
+    """query-focused: the task examples as token inputs, checked before weights load."""
+    from headlab.core.errors import where
+    from headlab.core.io import iter_jsonl
+    from headlab.data.example import load_examples
+    from headlab.experiments.query_focused import query_inputs
+
+    if run.probes:
+        path = Path(run.probes)
+        if path.suffix.lower() in (".json", ".yaml", ".yml"):
+            raise HeadlabError(f"--probes {path}: query-focused scores need task examples (JSONL with question, "
+                               "documents and gold_doc_ids), not a needle-in-a-haystack spec")
+        for lineno, obj in iter_jsonl(path):
+            missing = [k for k in ("question", "documents", "gold_doc_ids") if k not in obj]
+            if missing:
+                raise HeadlabError(f"{where(path, lineno, missing[0])} missing: query-focused scores need task "
+                                   "examples with a question, documents and gold_doc_ids, not probes")
+        examples = load_examples(path)
+    else:
+        from headlab.data.tasks import GenConfig, generate_examples
+
+        length = min(1024, info.max_positions or 1024)
+        examples = generate_examples(GenConfig("mdqa", n=DEFAULT_EXAMPLES, length=length, seed=run.seed),
+                                     info.tokenizer)
+    inputs = query_inputs(examples, info.tokenizer, run.null_query)
+    positions = info.max_positions
+    for item in inputs:
+        longest = max(len(item.query_ids), len(item.null_ids))
+        if positions is not None and not allow_long_context and longest > positions:
+            raise HeadlabError(f"{run.probes or 'synthetic examples'}: example {item.id} has a prompt of {longest} "
+                               f"tokens, more than the model's {positions} positions (pass --allow-long-context)")
+    return inputs
+
+
 def score_heads(method: str, loaded, tokenizer, probes, config: MassConfig):
     """The DetectionResult of `method` on `probes` (library entry point of `heads score`)."""
     from headlab.experiments.attention_mass import attention_mass_heads
@@ -84,18 +124,36 @@ def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: S
 
     info = inspect(model.path, model.trust_remote_code)
     pattern = _pattern_config(run, config) if run.method in PATTERN_METHODS else None
-    probes = None if pattern else _probes(run, info, config.allow_long_context, config.max_new_tokens)
+    queries = _query_inputs(run, info, config.allow_long_context) if run.method == QUERY_FOCUSED else None
+    probes = None if pattern or queries else _probes(run, info, config.allow_long_context, config.max_new_tokens)
     loaded = load_weights(info, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
                           **model.placement())  # every input above is checked before weights load
     if pattern:
-        from headlab.experiments.patterns import pattern_scores, repeated_tokens_for, write_pattern_scores
+        from headlab.experiments.patterns import pattern_scores, repeated_tokens_for, write_head_scores
 
         result = pattern_scores(loaded, repeated_tokens_for(loaded, pattern, info.tokenizer), pattern)
         if not is_main():
             return
-        summary = write_pattern_scores(result, run.out, {"model": model.path, "dtype": model.dtype,
-                                                         "attn": model.attn})
+        summary = write_head_scores(result, run.out, {"model": model.path, "dtype": model.dtype,
+                                                      "attn": model.attn})
         given = f"{result.n_sequences} random repeated sequences"
+    elif queries:
+        from headlab.core.progress import progress_bar
+        from headlab.data.prompts import pad_id_of
+        from headlab.experiments.patterns import write_head_scores
+        from headlab.experiments.query_focused import QueryFocusedConfig, query_focused_scores
+
+        qr = QueryFocusedConfig(batch_size=config.batch_size, null_query=run.null_query)
+        bar = progress_bar(total=len(queries), desc="query-focused", unit="example", disable=not config.progress)
+        try:
+            result = query_focused_scores(loaded, queries, qr, pad_id_of(info.tokenizer), bar.update)
+        finally:
+            bar.close()
+        if not is_main():
+            return
+        summary = write_head_scores(result, run.out, {"model": model.path, "dtype": model.dtype, "attn": model.attn,
+                                                      "probes": run.probes or "synthetic-mdqa", "seed": run.seed})
+        given = f"{len(queries)} examples"
     else:
         result = score_heads(run.method, loaded, info.tokenizer, probes, config)
         if not is_main():

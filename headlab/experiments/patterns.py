@@ -204,9 +204,10 @@ def pattern_scores(model, tokens: torch.Tensor, config: PatternConfig,
     return PatternResult(config.method, per_head, mean_scores(per_head), n, g, config)
 
 
-def write_pattern_scores(result: PatternResult, out_dir: str | Path, extra_config: dict | None = None) -> dict:
+def write_head_scores(result, out_dir: str | Path, extra_config: dict | None = None) -> dict:
     """Write retrieval_scores.json (Retrieval_Head format), summary.json (`extra_config` joins its config) and
-    the heatmap into `out_dir`, as detection does; return the summary."""
+    the heatmap into `out_dir`, as detection does; return the summary. `result`: a PatternResult, or any
+    result with its `retrieval_scores()`, `summary()`, `mean` and `geometry` (query_focused's)."""
     from headlab.core.plots import head_heatmap  # matplotlib only when a run folder is written
 
     out_dir = Path(out_dir)
