@@ -3,8 +3,9 @@ its default "mul" measure) defines them: previous-token, duplicate-token and ind
 
 For one head on one sequence, with attention pattern P [query, key] and a 0/1 detection pattern D of the same
 shape, the score is sum(P * D) / sum(P): the share of the head's attention, over the whole sequence, that goes
-where the head type says it should. `exclude_bos` zeroes P's first key column first, `exclude_current_token`
-its diagonal. A head's score over several sequences is the mean of its per-sequence scores.
+where the head type says it should (docs/definitions.md#attention-pattern-scores). `exclude_bos` zeroes P's
+first key column first, `exclude_current_token` its diagonal. A head's score over several sequences is the
+mean of its per-sequence scores.
 
 Detection patterns, for the tokens t of a sequence:
 - previous-token: D[i, i-1] = 1;
