@@ -32,6 +32,7 @@ class AttentionCall:
     sinks: torch.Tensor | None  # gpt-oss: one logit per head that joins the softmax's denominator only
     window: int | None  # sliding window size, for masks that do not carry it
     first_key: int  # absolute position of key slot 0 (cached tokens + q_len - k_len)
+    value: torch.Tensor | None = None  # [batch, kv_head, k_len, d_head], the values beside `key`
 
     @property
     def n_query(self) -> int:
@@ -94,9 +95,30 @@ class AttentionCall:
             norm = torch.logaddexp(norm, sink)
         return torch.exp(logits - norm)
 
+    def output(self, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention output of every row when only the keys where `keep` ([rows, k_len] bool, or anything
+        that broadcasts to [batch, head, rows, k_len]) join the keys the model lets it see: [batch, rows, head,
+        d_head] in the values' dtype, shaped like the seam's z. Differentiable; forms every row's weights, so
+        it is for training-length sequences (DuoAttention's gates), not for 100k-token prompts. A row left
+        with no key gives zeros."""
+        if self.value is None:
+            raise HeadlabError("attention output: this call carries no values")
+        logits = self.logits()
+        if keep is not None:
+            logits = logits.masked_fill(~keep, float("-inf"))
+        norm = logits.logsumexp(dim=-1, keepdim=True)
+        if self.sinks is not None:
+            norm = torch.logaddexp(norm, self.sinks.float().reshape(1, -1, 1, 1).expand_as(norm))
+        weights = torch.exp(logits - norm).nan_to_num(0.0)  # a row with no key: -inf - -inf
+        b, n_heads, rows, n_key = weights.shape
+        n_kv = self.value.shape[1]
+        grouped = weights.reshape(b, n_kv, n_heads // n_kv, rows, n_key)
+        out = torch.einsum("bkgrn,bknd->bkgrd", grouped, self.value.float()).reshape(b, n_heads, rows, -1)
+        return out.transpose(1, 2).to(self.value.dtype)
+
 
 def attention_call(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
-                   kwargs: dict, first_key: int) -> AttentionCall:
+                   kwargs: dict, first_key: int, value: torch.Tensor | None = None) -> AttentionCall:
     """An `AttentionCall` from what transformers passes an attention function (its keyword arguments)."""
     scaling = kwargs.get("scaling")
     sinks = kwargs.get("s_aux")
@@ -105,4 +127,4 @@ def attention_call(module: nn.Module, query: torch.Tensor, key: torch.Tensor, ma
     return AttentionCall(module=module, query=query, key=key, mask=mask,
                          scaling=query.shape[-1] ** -0.5 if scaling is None else float(scaling),
                          softcap=kwargs.get("softcap"), sinks=sinks, window=kwargs.get("sliding_window"),
-                         first_key=first_key)
+                         first_key=first_key, value=value)

@@ -108,7 +108,7 @@ def _make_wrapper(inner_name: str) -> Callable:
         seam: Seam | None = getattr(module, "_headlab_seam", None)
         if seam is not None:
             query = seam._on_attention(module._headlab_layer, query, key, attention_mask,
-                                       kwargs.get("sliding_window"), module, kwargs)
+                                       kwargs.get("sliding_window"), module, kwargs, value)
         return _inner_attention(module, inner_name)(module, query, key, value, attention_mask, *args, **kwargs)
 
     return attention
@@ -386,7 +386,8 @@ class Seam:
 
     def _on_attention(self, layer: int, query: torch.Tensor, key: torch.Tensor,
                       attention_mask: torch.Tensor | None, sliding_window: int | None = None,
-                      module: nn.Module | None = None, kwargs: dict | None = None) -> torch.Tensor:
+                      module: nn.Module | None = None, kwargs: dict | None = None,
+                      value: torch.Tensor | None = None) -> torch.Tensor:
         for fn in self._query_hooks[layer]:
             query = fn(query)
         if self._top1 is not None:
@@ -395,5 +396,5 @@ class Seam:
         if self._observer is not None:
             observe, cached = self._observer
             first = cached.lengths[layer] + query.shape[2] - key.shape[2]
-            observe(layer, attention_call(module, query, key, attention_mask, kwargs or {}, first))
+            observe(layer, attention_call(module, query, key, attention_mask, kwargs or {}, first, value))
         return query
