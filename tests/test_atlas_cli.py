@@ -108,6 +108,28 @@ def test_query_focused_refuses_probes_and_examples_without_gold_documents(tiny_m
     assert not out.exists()
 
 
+def test_duo_gates_write_native_kv_head_gates_and_resume(tiny_model_dir, tmp_path, capsys):
+    from headlab.experiments.duo_gates import CHECKPOINT
+
+    probes = write_jsonl(tmp_path / "p.jsonl", [{"input_ids": list(range(3, 60)), "needle_start": 10,
+                                                 "needle_end": 20}])
+    out, checkpoints = tmp_path / "out", tmp_path / "ckpt"
+    argv = ["heads", "score", "--method", "duo-gates", "--model", str(tiny_model_dir), "--probes", str(probes),
+            "--out", str(out), "--steps", "3", "--sink", "2", "--recent", "4", "--save-every", "1",
+            "--checkpoints", str(checkpoints)]
+    assert main(argv) == 0
+    kv = json.loads((out / "kv_scores.json").read_text())
+    assert kv["unit"] == "kv head" and kv["reduce"] == "native" and len(kv["mean_scores"]) == 3 * 4
+    scores = load_scores(out / "retrieval_scores.json")
+    assert {name: values[0] for name, values in scores.items()} == kv["mean_scores"]  # one kv head per query head
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "duo-gates" and summary["unit"] == "kv head" and len(summary["losses"]) == 3
+    assert (checkpoints / CHECKPOINT).is_file()
+    assert "duo-gates: 1 probes, 3 steps" in capsys.readouterr().out
+    assert main(argv) == 0  # done already: the checkpoint holds every step, nothing is trained again
+    assert json.loads((out / "kv_scores.json").read_text()) == kv
+
+
 def test_bad_heads_score_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["heads", "score", "--model", str(tiny_model_dir), "--out", str(out)]
@@ -117,6 +139,8 @@ def test_bad_heads_score_input_is_one_line_and_writes_nothing(tiny_model_dir, tm
     probes = write_jsonl(tmp_path / "p.jsonl", [GOOD])
     _fails(base + ["--method", "induction", "--probes", str(probes)], capsys, "--probes", "drop --probes")
     _fails(base + ["--method", "induction", "--length", "0"], capsys, "length", ">= 1")
+    _fails(base + ["--method", "duo-gates", "--steps", "0"], capsys, "steps", ">= 1")
+    _fails(base + ["--method", "duo-gates", "--init", "2"], capsys, "init", "[0, 1]")
     bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, "{oops"])
     _fails(base + ["--probes", str(bad)], capsys, "bad.jsonl:2", "invalid JSON")
     assert not out.exists()

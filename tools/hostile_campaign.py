@@ -457,7 +457,8 @@ NUMBERS: dict[str, dict[str, str]] = {
                "--top-k": COUNT, "--show": COUNT},
     "heads show": {"--threshold": FINITE, "--top-k": COUNT, "--show": COUNT},
     "heads score": {"--max-new-tokens": COUNT, "--batch-size": COUNT, "--seed": NONNEG, "--show": COUNT,
-                    "--sequences": COUNT, "--length": COUNT},
+                    "--sequences": COUNT, "--length": COUNT, "--steps": COUNT, "--sink": NONNEG, "--recent": COUNT,
+                    "--save-every": NONNEG, "--init": FRACTION, "--lr": POSF},
     "heads import": {"--threshold": FINITE, "--top-k": COUNT},
     "heads compare": {"--threshold": FINITE, "--top-k": COUNT},
     "data make": {"--n": COUNT, "--length": COUNT, "--seed": NONNEG, "--depth": FRACTION, "--max-support": COUNT,
@@ -1090,7 +1091,7 @@ def summarize(outcomes: list[Outcome]) -> str:
     lines += ["", f"{'class':<39} {'cases':>5} " + " ".join(f"{c:>9}" for c in COLUMNS) + f" {'other':>6}"]
     for cls, row in sorted(by_class.items()):
         lines.append(f"{cls:<39} {row[0]:>5} " + " ".join(f"{n:>9}" for n in row[1:-1]) + f" {row[-1]:>6}")
-    total = [sum(col) for col in zip(*table.values(), strict=True)]
+    total = [sum(col) for col in zip(*table.values(), strict=True)] or [0] * (len(COLUMNS) + 2)  # no case ran
     lines.append(f"{'TOTAL':<39} {total[0]:>5} " + " ".join(f"{n:>9}" for n in total[1:-1]) + f" {total[-1]:>6}")
     return "\n".join(lines)
 

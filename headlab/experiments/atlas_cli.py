@@ -8,19 +8,23 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from headlab.core.cli_floor import Command, opt
+from headlab.core.distributed import is_main
 from headlab.core.errors import HeadlabError
 from headlab.core.io import atomic_write_json
 from headlab.experiments.attention_mass import MassConfig
+from headlab.experiments.duo_gates import DuoConfig
 from headlab.experiments.patterns import METHODS as PATTERN_METHODS
 from headlab.mech.kv_heads import REDUCTIONS
 from headlab.model.options import ModelOptions, Selection
 
 # Methods scored on needle probes while the model decodes them (docs/definitions.md); pattern methods score
 # random repeated sequences instead (experiments/patterns.py), query-focused scores task examples' questions
-# against their gold documents (experiments/query_focused.py).
+# against their gold documents (experiments/query_focused.py), duo-gates trains DuoAttention's gates on probes
+# (experiments/duo_gates.py).
 DECODING_METHODS = ("retrieval", "attention-mass")
 QUERY_FOCUSED = "query-focused"
-METHODS = DECODING_METHODS + PATTERN_METHODS + (QUERY_FOCUSED,)
+DUO = "duo-gates"
+METHODS = DECODING_METHODS + PATTERN_METHODS + (QUERY_FOCUSED, DUO)
 KV_FILE = "kv_scores.json"
 DEFAULT_EXAMPLES = 16  # query-focused with no --probes: synthetic MDQA examples for the model's tokenizer
 
@@ -30,11 +34,14 @@ class ScoreRun:
     method: str = opt("retrieval", choices=METHODS,
                       help="retrieval: copy-paste (Wu et al. 2024); attention-mass: attention on the needle "
                            "(HeadKV); induction, previous-token, duplicate-token: pattern scores (TransformerLens); "
-                           "query-focused: question-to-gold-document attention, null question subtracted (QRHead)")
+                           "query-focused: question-to-gold-document attention, null question subtracted (QRHead); "
+                           "duo-gates: learned full-vs-streaming gates per kv head (DuoAttention)")
     probes: str | None = opt(None, help="probe JSONL (text or token probes) or a needle-in-a-haystack spec "
                                         "(.json/.yaml); query-focused: a task-example JSONL (headlab data make or "
                                         "convert); default: toy needle-in-a-haystack probes, or synthetic MDQA")
     null_query: str = "N/A"  # query-focused: the calibration question
+    checkpoints: str | None = opt(None, help="duo-gates: folder for training checkpoints; the same command "
+                                             "with the same folder resumes a killed run")
     kv_reduce: str = opt("max", choices=REDUCTIONS, help="a kv head's score from its query heads' scores")
     sequences: int = 32  # pattern methods: random [bos] + r + r sequences
     length: int = 24  # pattern methods: tokens in r
@@ -112,12 +119,72 @@ def score_heads(method: str, loaded, tokenizer, probes, config: MassConfig):
     return detect_retrieval_heads(loaded, tokenizer, probes, plain)
 
 
-def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: ScoreRun) -> None:
+def _meta(model: ModelOptions, run: ScoreRun, default_input: str) -> dict:
+    """What every summary's config records of the run."""
+    return {"model": model.path, "dtype": model.dtype, "attn": model.attn, "seed": run.seed,
+            "probes": run.probes or default_input}
+
+
+def _score_patterns(loaded, info, pattern, model: ModelOptions, run: ScoreRun):
+    from headlab.experiments.patterns import pattern_scores, repeated_tokens_for, write_head_scores
+
+    result = pattern_scores(loaded, repeated_tokens_for(loaded, pattern, info.tokenizer), pattern)
+    if not is_main():
+        return None
+    extra = {"model": model.path, "dtype": model.dtype, "attn": model.attn}
+    return result, write_head_scores(result, run.out, extra), f"{result.n_sequences} random repeated sequences"
+
+
+def _score_query_focused(loaded, info, queries, model: ModelOptions, run: ScoreRun, config: MassConfig):
+    from headlab.core.progress import progress_bar
+    from headlab.data.prompts import pad_id_of
+    from headlab.experiments.patterns import write_head_scores
+    from headlab.experiments.query_focused import QueryFocusedConfig, query_focused_scores
+
+    qr = QueryFocusedConfig(batch_size=config.batch_size, null_query=run.null_query)
+    bar = progress_bar(total=len(queries), desc="query-focused", unit="example", disable=not config.progress)
+    try:
+        result = query_focused_scores(loaded, queries, qr, pad_id_of(info.tokenizer), bar.update)
+    finally:
+        bar.close()
+    if not is_main():
+        return None
+    summary = write_head_scores(result, run.out, _meta(model, run, "synthetic-mdqa"))
+    return result, summary, f"{len(queries)} examples"
+
+
+def _score_duo(loaded, probes, model: ModelOptions, run: ScoreRun, config: MassConfig, duo: DuoConfig):
+    from headlab.core.progress import progress_bar
+    from headlab.experiments.duo_gates import train_gates
+    from headlab.experiments.patterns import write_head_scores
+
+    bar = progress_bar(total=duo.steps, desc="duo gates", unit="step", disable=not config.progress)
+    try:
+        result = train_gates(loaded, probes, duo, run.checkpoints, bar.update)
+    finally:
+        bar.close()
+    if not is_main():
+        return None
+    summary = write_head_scores(result, run.out, _meta(model, run, "toy-niah"))
+    return result, summary, f"{len(probes)} probes, {duo.steps} steps, last loss {result.losses[-1]:.3g}"
+
+
+def _score_decoding(loaded, info, probes, model: ModelOptions, run: ScoreRun, config: MassConfig):
+    from headlab.experiments.detect import write_detection
+
+    result = score_heads(run.method, loaded, info.tokenizer, probes, config)
+    if not is_main():
+        return None
+    summary = write_detection(result, run.out, {**_meta(model, run, "toy-niah"), "method": run.method,
+                                                "unit": "query head"})
+    return result, summary, f"probes {summary['probes_given']} given, {summary['probes_counted']} counted"
+
+
+def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: ScoreRun, duo: DuoConfig) -> None:
     """score every head by one atlas method, per query head and per kv head
 
-    With no --model/--probes: the shipped tiny model and toy needle-in-a-haystack probes."""
-    from headlab.core.distributed import is_main
-    from headlab.experiments.detect import write_detection
+    With no --model/--probes: the shipped tiny model and toy needle-in-a-haystack probes (synthetic MDQA
+    examples for query-focused)."""
     from headlab.mech.heads import SCORES_FILE, select_heads
     from headlab.mech.kv_heads import kv_head_scores
     from headlab.model.loading import inspect, load_weights
@@ -129,41 +196,21 @@ def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: S
     loaded = load_weights(info, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
                           **model.placement())  # every input above is checked before weights load
     if pattern:
-        from headlab.experiments.patterns import pattern_scores, repeated_tokens_for, write_head_scores
-
-        result = pattern_scores(loaded, repeated_tokens_for(loaded, pattern, info.tokenizer), pattern)
-        if not is_main():
-            return
-        summary = write_head_scores(result, run.out, {"model": model.path, "dtype": model.dtype,
-                                                      "attn": model.attn})
-        given = f"{result.n_sequences} random repeated sequences"
+        done = _score_patterns(loaded, info, pattern, model, run)
     elif queries:
-        from headlab.core.progress import progress_bar
-        from headlab.data.prompts import pad_id_of
-        from headlab.experiments.patterns import write_head_scores
-        from headlab.experiments.query_focused import QueryFocusedConfig, query_focused_scores
-
-        qr = QueryFocusedConfig(batch_size=config.batch_size, null_query=run.null_query)
-        bar = progress_bar(total=len(queries), desc="query-focused", unit="example", disable=not config.progress)
-        try:
-            result = query_focused_scores(loaded, queries, qr, pad_id_of(info.tokenizer), bar.update)
-        finally:
-            bar.close()
-        if not is_main():
-            return
-        summary = write_head_scores(result, run.out, {"model": model.path, "dtype": model.dtype, "attn": model.attn,
-                                                      "probes": run.probes or "synthetic-mdqa", "seed": run.seed})
-        given = f"{len(queries)} examples"
+        done = _score_query_focused(loaded, info, queries, model, run, config)
+    elif run.method == DUO:
+        done = _score_duo(loaded, probes, model, run, config, duo)
     else:
-        result = score_heads(run.method, loaded, info.tokenizer, probes, config)
-        if not is_main():
-            return
-        summary = write_detection(result, run.out, {
-            "model": model.path, "probes": run.probes or "toy-niah", "dtype": model.dtype, "attn": model.attn,
-            "seed": run.seed, "method": run.method, "unit": "query head"})
-        given = f"probes {summary['probes_given']} given, {summary['probes_counted']} counted"
-    kv = kv_head_scores(summary["mean_scores"], result.geometry, run.kv_reduce)
-    atomic_write_json(Path(run.out) / KV_FILE, {"method": run.method, "unit": "kv head", "reduce": run.kv_reduce,
+        done = _score_decoding(loaded, info, probes, model, run, config)
+    if done is None:  # not the main process of a launcher: it writes nothing
+        return
+    result, summary, given = done
+    if run.method == DUO:  # the gates are kv-head scores already
+        kv, reduce = result.gates, "native"
+    else:
+        kv, reduce = kv_head_scores(summary["mean_scores"], result.geometry, run.kv_reduce), run.kv_reduce
+    atomic_write_json(Path(run.out) / KV_FILE, {"method": run.method, "unit": "kv head", "reduce": reduce,
                                                 "mean_scores": kv})
     print(f"{run.method}: {given}")
     for name in select_heads(summary["mean_scores"], None, sel.show):

@@ -46,14 +46,14 @@ def _count(value, low: int) -> bool:
 
 @dataclass
 class DuoConfig:
-    steps: int = 200  # optimizer steps, one probe each
-    lr: float = 0.02
-    reg_weight: float = 0.05  # weight of the L1 penalty on the gates
-    sink: int = 64  # streaming attention keeps the first `sink` tokens ...
-    recent: int = 256  # ... and the last `recent` ones (the query's own included)
-    init: float = 1.0  # every gate's starting value
-    seed: int = 0  # order of the probes
-    save_every: int = 20  # steps between checkpoints (0: none)
+    steps: int = 200  # duo-gates: optimizer steps, one probe each
+    lr: float = 0.02  # duo-gates: the gates' learning rate (AdamW)
+    reg_weight: float = 0.05  # duo-gates: weight of the L1 penalty on the gates
+    sink: int = 64  # duo-gates: streaming attention keeps the first SINK tokens and the last RECENT ones
+    recent: int = 256  # duo-gates: the recent window of streaming attention, the query's own token included
+    init: float = 1.0  # duo-gates: every gate's starting value, in [0, 1]
+    seed: int = 0  # seed of the default toy probes and of the order duo-gates trains on them
+    save_every: int = 20  # duo-gates: steps between checkpoints in --checkpoints (0: none)
 
     def __post_init__(self) -> None:
         self.check()
