@@ -2,6 +2,8 @@
 eager attention weights (`output_attentions=True`, no cache), on every family, with left padding, sliding
 windows, soft-capping and sinks, and at cached decoding steps where a sliding cache keeps only its last keys."""
 
+import contextlib
+
 import pytest
 import torch
 from tiny import CONFIGS, build_model, padded_batch, same_weights
@@ -77,3 +79,31 @@ def test_sink_weights_leave_rows_short_of_one():
             lambda layer, call: sums.append(call.probabilities([-1]).sum(-1))):
         model(input_ids=ids, attention_mask=mask, position_ids=pos)
     assert all(bool((s < 1 - 1e-4).all()) for s in sums)
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_the_output_of_every_key_equals_the_models_own_z(arch):
+    """AttentionCall.output() with no restriction is the attention output the model computed (z), on a
+    left-padded batch; restricted to no key at all, it is zero."""
+    model = build_model(arch)
+    seam = Seam.attach(model)
+    ids, mask, positions = padded_batch()
+    outputs, zs = {}, {}
+
+    def observe(layer, call):
+        outputs[layer] = call.output()
+        assert call.output(torch.zeros(call.n_query, call.n_key, dtype=torch.bool)).abs().max() == 0
+
+    def keep_z(layer):
+        def hook(z):
+            zs[layer] = z.clone()
+
+        return hook
+
+    with torch.no_grad(), seam.observe_attention(observe), contextlib.ExitStack() as stack:
+        for layer in range(seam.geometry.n_layers):
+            stack.enter_context(seam.z_hook(layer, keep_z(layer)))
+        model(input_ids=ids, attention_mask=mask, position_ids=positions)
+    for layer in range(seam.geometry.n_layers):
+        real = mask.bool()  # pad rows: the model's kernels differ on rows that see no key
+        torch.testing.assert_close(outputs[layer][real], zs[layer][real], atol=1e-5, rtol=1e-4)
