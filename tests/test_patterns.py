@@ -190,6 +190,17 @@ def test_random_repeated_tokens():
         random_repeated_tokens(3, 1, 4, 0, BOS, SPECIAL)
 
 
+def test_razor_attentions_four_repeats_equal_the_reference():
+    model = build_model("llama")
+    tokens = random_repeated_tokens(VOCAB, 3, 5, 4, BOS, SPECIAL, repeats=4)
+    assert tokens.shape == (3, 21) and torch.equal(tokens[:, 1:6], tokens[:, 16:21])
+    config = PatternConfig("duplicate-token", n_sequences=3, length=5, repeats=4)
+    got = pattern_scores(model, tokens, config).scores
+    _assert_same(got, _reference_scores(same_weights(model, "llama", "eager"), tokens, "duplicate-token"))
+    with pytest.raises(HeadlabError, match="field 'repeats'"):
+        PatternConfig("induction", repeats=1)
+
+
 def test_tokens_for_a_model_skip_its_special_ids():
     tokens = repeated_tokens_for(build_model("llama"), PatternConfig("induction", n_sequences=3, length=5),
                                  build_tokenizer())

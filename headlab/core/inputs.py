@@ -110,6 +110,7 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
         "max_filler", "threads", "answer_weight")},
     **{name: (0, 1, False) for name in ("depth", "depths", "fraction", "task_share")},
     "lora_dropout": (0, 1, True),
+    "repeats": (2, None, False),  # pattern scores: r appears at least twice
 }
 POSITIVE = {"lr", "epochs", "lora_alpha", "rope_theta", "beta", "tolerance"}  # > 0
 

@@ -45,6 +45,7 @@ class ScoreRun:
     kv_reduce: str = opt("max", choices=REDUCTIONS, help="a kv head's score from its query heads' scores")
     sequences: int = 32  # pattern methods: random [bos] + r + r sequences
     length: int = 24  # pattern methods: tokens in r
+    repeats: int = 2  # pattern methods: copies of r (RazorAttention's protocol: 4)
     out: str = "runs/heads"  # output folder
     seed: int = 0  # seed of the default toy probes
 
@@ -70,7 +71,7 @@ def _pattern_config(run: ScoreRun, config: MassConfig):
     if run.probes:
         raise HeadlabError(f"--probes: {run.method} scores random repeated token sequences, not probes; "
                            "drop --probes (size them with --sequences and --length)")
-    return PatternConfig(method=run.method, n_sequences=run.sequences, length=run.length,
+    return PatternConfig(method=run.method, n_sequences=run.sequences, length=run.length, repeats=run.repeats,
                          batch_size=config.batch_size, seed=run.seed)
 
 

@@ -13,7 +13,9 @@ Detection patterns, for the tokens t of a sequence:
 - induction: the duplicate-token pattern shifted one column right (D[i, j] = dup[i, j-1], column 0 empty): the
   query attends to the token after an earlier copy of itself.
 
-The usual inputs are `[bos] + r + r` with r random non-special tokens (`random_repeated_tokens`). Heads are
+The usual inputs are `[bos] + r + r` with r random non-special tokens (`random_repeated_tokens`);
+RazorAttention's protocol repeats r four times (`repeats=4`), and its "echo" heads are the duplicate-token
+pattern. Heads are
 query heads. The weights come from the seam's attention observer, which recomputes the model's own attention
 from query and keys, so the scores do not depend on the attention implementation (sdpa, eager) or on batching.
 """
@@ -47,7 +49,8 @@ def _integer(value: Any) -> bool:
 class PatternConfig:
     method: str  # one of METHODS
     n_sequences: int = 32  # random [bos] + r + r sequences
-    length: int = 24  # tokens in r: a sequence holds 1 + 2 * length
+    length: int = 24  # tokens in r: a sequence holds 1 + repeats * length
+    repeats: int = 2  # copies of r after the bos (TransformerLens: 2; RazorAttention: 4)
     batch_size: int = 8  # sequences per forward (scores do not depend on it)
     seed: int = 0  # of the torch.Generator that draws r
     exclude_bos: bool = False  # zero the attention on key 0 before scoring
@@ -62,6 +65,7 @@ class PatternConfig:
             ("method", isinstance(self.method, str) and self.method in METHODS, f"one of {', '.join(METHODS)}"),
             *[(n, _integer(getattr(self, n)) and getattr(self, n) >= 1, "an integer >= 1")
               for n in ("n_sequences", "length", "batch_size")],
+            ("repeats", _integer(self.repeats) and self.repeats >= 2, "an integer >= 2"),
             ("seed", _integer(self.seed) and self.seed >= 0, "an integer >= 0"),
             *[(n, isinstance(getattr(self, n), bool), "true or false")
               for n in ("exclude_bos", "exclude_current_token")],
@@ -71,9 +75,10 @@ class PatternConfig:
 # --- inputs ---------------------------------------------------------------------------------------------------
 
 def random_repeated_tokens(vocab_size: int, n: int, length: int, seed: int, bos_id: int,
-                           exclude_ids: Sequence[int] = ()) -> torch.Tensor:
-    """`n` sequences `[bos] + r + r`, r of `length` ids drawn uniformly (with repeats) from the ids below
-    `vocab_size` that are neither `bos_id` nor in `exclude_ids`: LongTensor [n, 1 + 2 * length], on the CPU."""
+                           exclude_ids: Sequence[int] = (), repeats: int = 2) -> torch.Tensor:
+    """`n` sequences `[bos] + r * repeats`, r of `length` ids drawn uniformly (with repeats) from the ids below
+    `vocab_size` that are neither `bos_id` nor in `exclude_ids`: LongTensor [n, 1 + repeats * length], on the
+    CPU."""
     banned = {int(i) for i in exclude_ids} | {int(bos_id)}
     allowed = torch.tensor([i for i in range(vocab_size) if i not in banned], dtype=torch.long, device="cpu")
     if len(allowed) == 0:
@@ -82,7 +87,7 @@ def random_repeated_tokens(vocab_size: int, n: int, length: int, seed: int, bos_
     # On the CPU whatever torch's default device is: the same draw everywhere.
     r = allowed[torch.randint(len(allowed), (n, length), generator=generator, device="cpu")]
     bos = torch.full((n, 1), int(bos_id), dtype=torch.long, device="cpu")
-    return torch.cat([bos, r, r], dim=1)
+    return torch.cat([bos, *[r] * repeats], dim=1)
 
 
 def repeated_tokens_for(model, config: PatternConfig, tokenizer=None) -> torch.Tensor:
@@ -99,7 +104,8 @@ def repeated_tokens_for(model, config: PatternConfig, tokenizer=None) -> torch.T
     bos = next((c[0] if isinstance(c, (list, tuple)) else c for c in candidates if c not in (None, [], ())), None)
     if bos is None:
         raise HeadlabError("pattern scores: the model has no BOS or EOS token id to start the sequences with")
-    return random_repeated_tokens(vocab, config.n_sequences, config.length, config.seed, int(bos), flat)
+    return random_repeated_tokens(vocab, config.n_sequences, config.length, config.seed, int(bos), flat,
+                                  config.repeats)
 
 
 # --- detection patterns and the score ------------------------------------------------------------------------
