@@ -4,7 +4,8 @@ method x method agreement.
 
 - retrieval, attention-mass, duo-gates: needle-in-a-haystack probes in the Paul Graham essays (2 needles x
   3 depths at --length tokens);
-- query-focused: SQuAD v1.1 dev questions as MDQA examples of about --length tokens;
+- query-focused: SQuAD v1.1 dev questions as MDQA examples of about --length tokens (--qa synthetic: headlab's
+  synthetic MDQA, for a model too short for SQuAD paragraphs);
 - induction, previous-token, duplicate-token: 32 random [bos] + r + r sequences, r of 24 tokens.
 
 "plain" is the same tokens without scoring: greedy generation of the same prompts and budget for the
@@ -12,7 +13,7 @@ decoding methods (headlab's greedy_generate), one forward per batch for the pref
 training step for duo-gates. Times are wall seconds on this machine's CPU threads, one run each.
 
     python bench/atlas.py --out runs/atlas-smollm2            # prints the README's table
-    python bench/atlas.py --model headlab/assets/tiny-llama --out runs/atlas-tiny
+    python bench/atlas.py --model headlab/assets/tiny-llama --length 200 --qa synthetic --out runs/atlas-tiny
 """
 
 from __future__ import annotations
@@ -93,8 +94,13 @@ def run(args) -> dict:
     result, seconds = _timed(lambda: attention_mass_heads(model, tokenizer, probes, mass))
     record("attention-mass", mean_scores(result.retrieval_scores()), seconds, plain, len(probes))
 
-    examples, _ = convert_squad(real_assets.squad_dev_path(), SquadConfig(limit=args.examples,
-                                                                          max_tokens=args.length), tokenizer)
+    if args.qa == "squad":
+        examples, _ = convert_squad(real_assets.squad_dev_path(), SquadConfig(limit=args.examples,
+                                                                              max_tokens=args.length), tokenizer)
+    else:  # a model whose context cannot hold SQuAD paragraphs (the shipped one: 256 positions)
+        from headlab.data.tasks import GenConfig, generate_examples
+
+        examples = generate_examples(GenConfig("mdqa", n=args.examples, length=args.length), tokenizer)
     items = query_inputs(examples, tokenizer)
     qr = QueryFocusedConfig(batch_size=2)
     _, plain = _timed(lambda: _forward_batches(model, [r for i in items for r in (i.query_ids, i.null_ids)], 4))
@@ -133,6 +139,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--length", type=int, default=1000, help="prompt tokens of probes and examples")
     parser.add_argument("--examples", type=int, default=6, help="SQuAD examples for query-focused")
+    parser.add_argument("--qa", choices=("squad", "synthetic"), default="squad",
+                        help="query-focused examples: SQuAD dev questions, or headlab's synthetic MDQA")
     parser.add_argument("--duo-steps", type=int, default=20)
     parser.add_argument("--k", type=int, default=10, help="top-K of the agreement matrix")
     parser.add_argument("--out", required=True)
