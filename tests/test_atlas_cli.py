@@ -52,6 +52,21 @@ def test_pattern_methods_score_random_repeated_sequences(tiny_model_dir, tmp_pat
     assert "induction: 3 random repeated sequences" in capsys.readouterr().out
 
 
+def test_razor_attention_keeps_the_top_induction_and_echo_heads(tiny_model_dir, tmp_path):
+    from headlab.experiments.patterns import razor_attention_heads
+
+    out = tmp_path / "out"
+    assert main(["heads", "score", "--method", "razor-attention", "--model", str(tiny_model_dir), "--out", str(out),
+                 "--sequences", "3", "--length", "6", "--repeats", "4", "--induction-ratio", "0.25",
+                 "--echo-ratio", "0.1"]) == 0
+    config = json.loads((out / "summary.json").read_text())["config"]
+    kept = razor_attention_heads(config["induction_means"], config["echo_means"], 0.25, 0.1)
+    assert config["kept"] == kept and 3 <= len(kept) <= 4 + 1  # round(12 * 0.25) induction heads, round(1.2) echo
+    scores = load_scores(out / "retrieval_scores.json")
+    assert sorted(h for h, v in scores.items() if v == [1.0]) == sorted(kept)
+    assert all(v in ([0.0], [1.0]) for v in scores.values())
+
+
 def test_methods_differ_on_the_same_probes(tiny_model_dir, tmp_path):
     probes = write_jsonl(tmp_path / "p.jsonl", [{"input_ids": list(range(3, 60)), "needle_start": 10,
                                                  "needle_end": 30}])
@@ -141,6 +156,7 @@ def test_bad_heads_score_input_is_one_line_and_writes_nothing(tiny_model_dir, tm
     _fails(base + ["--method", "induction", "--length", "0"], capsys, "length", ">= 1")
     _fails(base + ["--method", "duo-gates", "--steps", "0"], capsys, "steps", ">= 1")
     _fails(base + ["--method", "duo-gates", "--init", "2"], capsys, "init", "[0, 1]")
+    _fails(base + ["--method", "razor-attention", "--echo-ratio", "1.5"], capsys, "--echo-ratio")
     bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, "{oops"])
     _fails(base + ["--probes", str(bad)], capsys, "bad.jsonl:2", "invalid JSON")
     assert not out.exists()

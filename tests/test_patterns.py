@@ -281,3 +281,15 @@ def test_scores_equal_transformer_lens_detect_head(arch, tmp_path):
             got = pattern_scores(model, tokens, PatternConfig(method, n_sequences=4, length=8, **flags)).mean
             torch.testing.assert_close(torch.tensor([[got[f"{layer}-{h}"] for h in range(4)] for layer in range(3)]),
                                        want.float(), atol=1e-5, rtol=0)
+
+
+def test_razor_attention_keeps_the_top_induction_and_echo_heads():
+    from headlab.experiments.patterns import razor_attention_heads, top_share
+
+    induction = {f"0-{h}": v for h, v in enumerate([0.9, 0.8, 0.8, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])}
+    echo = {f"0-{h}": v for h, v in enumerate([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.7])}
+    assert top_share(induction, 0.2) == {"0-0", "0-1", "0-2"}  # round(10 * 0.2) = 2, and 0-2 ties with 0-1
+    assert top_share(induction, 0.04) == set()  # round(0.4) = 0 heads
+    assert razor_attention_heads(induction, echo, 0.1, 0.1) == ["0-0", "0-9"]
+    with pytest.raises(HeadlabError, match="ratio must be in"):
+        top_share(induction, 1.5)

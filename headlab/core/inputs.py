@@ -108,7 +108,8 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     **{name: (0, None, False) for name in (
         "seed", "warmup_steps", "warmup", "doc_sentences", "max_docs", "curve", "weight_decay", "l1",
         "max_filler", "threads", "answer_weight")},
-    **{name: (0, 1, False) for name in ("depth", "depths", "fraction", "task_share")},
+    **{name: (0, 1, False) for name in ("depth", "depths", "fraction", "task_share", "induction_ratio",
+                                        "echo_ratio")},
     "lora_dropout": (0, 1, True),
     "repeats": (2, None, False),  # pattern scores: r appears at least twice
 }

@@ -24,7 +24,8 @@ from headlab.model.options import ModelOptions, Selection
 DECODING_METHODS = ("retrieval", "attention-mass")
 QUERY_FOCUSED = "query-focused"
 DUO = "duo-gates"
-METHODS = DECODING_METHODS + PATTERN_METHODS + (QUERY_FOCUSED, DUO)
+RAZOR = "razor-attention"  # induction and echo (duplicate-token) scores, then RazorAttention's head rule
+METHODS = DECODING_METHODS + PATTERN_METHODS + (RAZOR, QUERY_FOCUSED, DUO)
 KV_FILE = "kv_scores.json"
 DEFAULT_EXAMPLES = 16  # query-focused with no --probes: synthetic MDQA examples for the model's tokenizer
 
@@ -35,7 +36,8 @@ class ScoreRun:
                       help="retrieval: copy-paste (Wu et al. 2024); attention-mass: attention on the needle "
                            "(HeadKV); induction, previous-token, duplicate-token: pattern scores (TransformerLens); "
                            "query-focused: question-to-gold-document attention, null question subtracted (QRHead); "
-                           "duo-gates: learned full-vs-streaming gates per kv head (DuoAttention)")
+                           "duo-gates: learned full-vs-streaming gates per kv head (DuoAttention); razor-attention: "
+                           "1 for the heads RazorAttention keeps whole (top induction and echo heads), else 0")
     probes: str | None = opt(None, help="probe JSONL (text or token probes) or a needle-in-a-haystack spec "
                                         "(.json/.yaml); query-focused: a task-example JSONL (headlab data make or "
                                         "convert); default: toy needle-in-a-haystack probes, or synthetic MDQA")
@@ -46,6 +48,8 @@ class ScoreRun:
     sequences: int = 32  # pattern methods: random [bos] + r + r sequences
     length: int = 24  # pattern methods: tokens in r
     repeats: int = 2  # pattern methods: copies of r (RazorAttention's protocol: 4)
+    induction_ratio: float = opt(0.14, help="razor-attention: share of heads kept for their induction score")
+    echo_ratio: float = opt(0.01, help="razor-attention: share of heads kept for their echo score")
     out: str = "runs/heads"  # output folder
     seed: int = 0  # seed of the default toy probes
 
@@ -71,17 +75,19 @@ def _pattern_config(run: ScoreRun, config: MassConfig):
     if run.probes:
         raise HeadlabError(f"--probes: {run.method} scores random repeated token sequences, not probes; "
                            "drop --probes (size them with --sequences and --length)")
-    return PatternConfig(method=run.method, n_sequences=run.sequences, length=run.length, repeats=run.repeats,
+    method = "induction" if run.method == RAZOR else run.method
+    return PatternConfig(method=method, n_sequences=run.sequences, length=run.length, repeats=run.repeats,
                          batch_size=config.batch_size, seed=run.seed)
 
 
-def _query_inputs(run: ScoreRun, info, allow_long_context: bool):
-    """query-focused: the task examples as token inputs, checked before weights load."""
+def _query_inputs(run: ScoreRun, info, config: MassConfig):
+    """query-focused: its settings and the task examples as token inputs, checked before weights load."""
     from headlab.core.errors import where
     from headlab.core.io import iter_jsonl
     from headlab.data.example import load_examples
-    from headlab.experiments.query_focused import query_inputs
+    from headlab.experiments.query_focused import QueryFocusedConfig, query_inputs
 
+    settings = QueryFocusedConfig(batch_size=config.batch_size, null_query=run.null_query)
     if run.probes:
         path = Path(run.probes)
         if path.suffix.lower() in (".json", ".yaml", ".yml"):
@@ -103,10 +109,10 @@ def _query_inputs(run: ScoreRun, info, allow_long_context: bool):
     positions = info.max_positions
     for item in inputs:
         longest = max(len(item.query_ids), len(item.null_ids))
-        if positions is not None and not allow_long_context and longest > positions:
+        if positions is not None and not config.allow_long_context and longest > positions:
             raise HeadlabError(f"{run.probes or 'synthetic examples'}: example {item.id} has a prompt of {longest} "
                                f"tokens, more than the model's {positions} positions (pass --allow-long-context)")
-    return inputs
+    return inputs, settings
 
 
 def score_heads(method: str, loaded, tokenizer, probes, config: MassConfig):
@@ -127,31 +133,46 @@ def _meta(model: ModelOptions, run: ScoreRun, default_input: str) -> dict:
 
 
 def _score_patterns(loaded, info, pattern, model: ModelOptions, run: ScoreRun):
-    from headlab.experiments.patterns import pattern_scores, repeated_tokens_for, write_head_scores
+    from dataclasses import replace
 
-    result = pattern_scores(loaded, repeated_tokens_for(loaded, pattern, info.tokenizer), pattern)
+    from headlab.experiments.patterns import (
+        pattern_scores,
+        razor_attention_heads,
+        repeated_tokens_for,
+        write_head_scores,
+    )
+
+    tokens = repeated_tokens_for(loaded, pattern, info.tokenizer)
+    result = pattern_scores(loaded, tokens, pattern)
+    extra = {"model": model.path, "dtype": model.dtype, "attn": model.attn}
+    if run.method == RAZOR:  # the same sequences scored for echo too; a head's score is 1 when it is kept
+        echo = pattern_scores(loaded, tokens, replace(pattern, method="duplicate-token"))
+        kept = set(razor_attention_heads(result.mean, echo.mean, run.induction_ratio, run.echo_ratio))
+        extra.update(induction_means=result.mean, echo_means=echo.mean, kept=sorted(kept),
+                     induction_ratio=run.induction_ratio, echo_ratio=run.echo_ratio)
+        result.scores = {h: [float(h in kept)] for h in result.scores}
+        result.mean, result.method = {h: v[0] for h, v in result.scores.items()}, RAZOR
     if not is_main():
         return None
-    extra = {"model": model.path, "dtype": model.dtype, "attn": model.attn}
     return result, write_head_scores(result, run.out, extra), f"{result.n_sequences} random repeated sequences"
 
 
-def _score_query_focused(loaded, info, queries, model: ModelOptions, run: ScoreRun, config: MassConfig):
+def _score_query_focused(loaded, info, prepared, model: ModelOptions, run: ScoreRun, config: MassConfig):
     from headlab.core.progress import progress_bar
     from headlab.data.prompts import pad_id_of
     from headlab.experiments.patterns import write_head_scores
-    from headlab.experiments.query_focused import QueryFocusedConfig, query_focused_scores
+    from headlab.experiments.query_focused import query_focused_scores
 
-    qr = QueryFocusedConfig(batch_size=config.batch_size, null_query=run.null_query)
-    bar = progress_bar(total=len(queries), desc="query-focused", unit="example", disable=not config.progress)
+    items, settings = prepared  # from _query_inputs
+    bar = progress_bar(total=len(items), desc="query-focused", unit="example", disable=not config.progress)
     try:
-        result = query_focused_scores(loaded, queries, qr, pad_id_of(info.tokenizer), bar.update)
+        result = query_focused_scores(loaded, items, settings, pad_id_of(info.tokenizer), bar.update)
     finally:
         bar.close()
     if not is_main():
         return None
     summary = write_head_scores(result, run.out, _meta(model, run, "synthetic-mdqa"))
-    return result, summary, f"{len(queries)} examples"
+    return result, summary, f"{len(items)} examples"
 
 
 def _score_duo(loaded, probes, model: ModelOptions, run: ScoreRun, config: MassConfig, duo: DuoConfig):
@@ -191,8 +212,8 @@ def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: S
     from headlab.model.loading import inspect, load_weights
 
     info = inspect(model.path, model.trust_remote_code)
-    pattern = _pattern_config(run, config) if run.method in PATTERN_METHODS else None
-    queries = _query_inputs(run, info, config.allow_long_context) if run.method == QUERY_FOCUSED else None
+    pattern = _pattern_config(run, config) if run.method in (*PATTERN_METHODS, RAZOR) else None
+    queries = _query_inputs(run, info, config) if run.method == QUERY_FOCUSED else None
     probes = None if pattern or queries else _probes(run, info, config.allow_long_context, config.max_new_tokens)
     loaded = load_weights(info, device=model.device, dtype=model.dtype, attn_implementation=model.attn,
                           **model.placement())  # every input above is checked before weights load
@@ -214,8 +235,9 @@ def _heads_score(model: ModelOptions, sel: Selection, config: MassConfig, run: S
     atomic_write_json(Path(run.out) / KV_FILE, {"method": run.method, "unit": "kv head", "reduce": reduce,
                                                 "mean_scores": kv})
     print(f"{run.method}: {given}")
-    for name in select_heads(summary["mean_scores"], None, sel.show):
-        print(f"  {name:>7}  {summary['mean_scores'][name]:.3f}")
+    shown = kv if run.method == DUO else summary["mean_scores"]  # duo: its own unit, the kv head
+    for name in select_heads(shown, None, sel.show):
+        print(f"  {name:>7}  {shown[name]:.3f}")
     print(f"wrote {Path(run.out) / SCORES_FILE}, {KV_FILE}, summary.json, retrieval_heads.png")
 
 

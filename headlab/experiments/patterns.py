@@ -224,3 +224,23 @@ def write_head_scores(result, out_dir: str | Path, extra_config: dict | None = N
     head_heatmap(score_matrix(result.mean, result.geometry), out_dir / HEATMAP_FILE)
     atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def top_share(means: dict[str, float], ratio: float) -> set[str]:
+    """The heads among the top `ratio` of all heads by score, round(n * ratio) of them, every head tied with the
+    last one included (RazorAttention's rule, which keeps every head whose value is among the top values)."""
+    if not 0 <= ratio <= 1:
+        raise HeadlabError(f"head share: ratio must be in [0, 1] (got {ratio})")
+    k = round(len(means) * ratio)
+    if k == 0:
+        return set()
+    cut = sorted(means.values(), reverse=True)[k - 1]
+    return {name for name, value in means.items() if value >= cut}
+
+
+def razor_attention_heads(induction: dict[str, float], echo: dict[str, float], induction_ratio: float = 0.14,
+                          echo_ratio: float = 0.01) -> list[str]:
+    """RazorAttention's heads that keep a full cache: the top `induction_ratio` of heads by induction score
+    united with the top `echo_ratio` by echo (duplicate-token) score (msModelSlim's defaults), sorted by name."""
+    return sorted(top_share(induction, induction_ratio) | top_share(echo, echo_ratio),
+                  key=lambda h: tuple(int(x) for x in h.split("-")))
