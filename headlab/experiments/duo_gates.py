@@ -207,7 +207,8 @@ def train_gates(model, probes: Sequence[Probe], config: DuoConfig | None = None,
     inputs = [training_input(p) for p in probes]
     seam = Seam.attach(model)
     g = seam.geometry
-    for p in model.parameters():
+    trainable = {p: p.requires_grad for p in model.parameters()}  # given back when training ends
+    for p in trainable:
         p.requires_grad_(False)
     gates = torch.nn.Parameter(torch.full((g.n_layers, g.n_kv_heads), float(config.init)))
     optimizer = torch.optim.AdamW([gates], lr=config.lr, weight_decay=0.0)
@@ -251,6 +252,8 @@ def train_gates(model, probes: Sequence[Probe], config: DuoConfig | None = None,
                 progress(1)
     finally:
         model.train(was_training)
+        for p, flag in trainable.items():
+            p.requires_grad_(flag)
     final = gates.detach().clamp(0, 1)
     named = {head_name(layer, k): float(final[layer, k]) for layer in range(g.n_layers) for k in range(g.n_kv_heads)}
     return DuoResult(named, losses, g, config, len(inputs))
