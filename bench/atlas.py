@@ -13,7 +13,8 @@ decoding methods (headlab's greedy_generate), one forward per batch for the pref
 training step for duo-gates. Times are wall seconds on this machine's CPU threads, one run each.
 
     python bench/atlas.py --out runs/atlas-smollm2            # prints the README's table
-    python bench/atlas.py --model headlab/assets/tiny-llama --length 200 --qa synthetic --out runs/atlas-tiny
+    python bench/atlas.py --model headlab/assets/tiny-llama --length 200 --niah toy --qa synthetic \
+        --examples 16 --duo-steps 40 --sink 8 --recent 32 --out runs/atlas-tiny
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ def run(args) -> dict:
     from headlab.model.loading import load_model
 
     model, tokenizer = load_model(args.model or real_assets.smollm2_dir())
-    haystack = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(real_assets.essays_dir().glob("*.txt")))
-    probes = niah_probes(NiahSpec(haystack, NEEDLES, [args.length], [0.2, 0.5, 0.8]), tokenizer)
+    if args.niah == "essays":
+        essays = sorted(real_assets.essays_dir().glob("*.txt"))
+        haystack = "\n\n".join(p.read_text(encoding="utf-8") for p in essays)
+        probes = niah_probes(NiahSpec(haystack, NEEDLES, [args.length], [0.2, 0.5, 0.8]), tokenizer)
+    else:  # the shipped model reads its own toy world, not English essays
+        from headlab.data.world_niah import default_probes
+
+        probes = default_probes(tokenizer)
     rows: dict[str, dict] = {}
 
     def record(method, result_mean, seconds, plain, n):
@@ -107,7 +114,7 @@ def run(args) -> dict:
     result, seconds = _timed(lambda: query_focused_scores(model, items, qr, pad_id_of(tokenizer)))
     record("query-focused", result.mean, seconds, plain, len(items))
 
-    duo = DuoConfig(steps=args.duo_steps, sink=64, recent=256, save_every=0)
+    duo = DuoConfig(steps=args.duo_steps, sink=args.sink, recent=args.recent, save_every=0)
     inputs = [training_input(p)[0] for p in probes]
     _, plain = _timed(lambda: _forward_batches(model, [inputs[i % len(inputs)] for i in range(duo.steps)], 1))
     result, seconds = _timed(lambda: train_gates(model, probes, duo))
@@ -139,9 +146,13 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--length", type=int, default=1000, help="prompt tokens of probes and examples")
     parser.add_argument("--examples", type=int, default=6, help="SQuAD examples for query-focused")
+    parser.add_argument("--niah", choices=("essays", "toy"), default="essays",
+                        help="probes: the Paul Graham essays haystack, or the shipped model's toy world")
     parser.add_argument("--qa", choices=("squad", "synthetic"), default="squad",
                         help="query-focused examples: SQuAD dev questions, or headlab's synthetic MDQA")
     parser.add_argument("--duo-steps", type=int, default=20)
+    parser.add_argument("--sink", type=int, default=64, help="duo-gates: sink tokens of streaming attention")
+    parser.add_argument("--recent", type=int, default=256, help="duo-gates: recent window of streaming attention")
     parser.add_argument("--k", type=int, default=10, help="top-K of the agreement matrix")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
