@@ -15,9 +15,9 @@ Detection patterns, for the tokens t of a sequence:
 
 The usual inputs are `[bos] + r + r` with r random non-special tokens (`random_repeated_tokens`);
 RazorAttention's protocol repeats r four times (`repeats=4`), and its "echo" heads are the duplicate-token
-pattern. Heads are
-query heads. The weights come from the seam's attention observer, which recomputes the model's own attention
-from query and keys, so the scores do not depend on the attention implementation (sdpa, eager) or on batching.
+pattern (`razor_attention_heads` applies its selection rule). Heads are query heads. The weights come from the
+seam's attention observer, which recomputes the model's own attention from query and keys, so the scores do
+not depend on the attention implementation (sdpa, eager) or on batching.
 """
 
 from __future__ import annotations
