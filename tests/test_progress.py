@@ -44,3 +44,10 @@ def test_a_terminal_gets_tqdm(monkeypatch, tty):
     bar = progress_bar(total=2, desc="x", dynamic_ncols=True)
     assert isinstance(bar, LogProgress) is not tty
     bar.close()
+
+
+def test_a_with_block_closes_the_bar_even_when_its_work_fails(capsys):
+    with pytest.raises(RuntimeError), LogProgress(total=3, desc="work", unit="step") as bar:
+        bar.update(2)
+        raise RuntimeError
+    assert bar.closed and "work: 2/3 step, done in" in capsys.readouterr().err

@@ -15,7 +15,8 @@ LOG_INTERVAL = 10.0
 
 
 class LogProgress:
-    """The part of tqdm's interface headlab uses (update, set_postfix(_str), close, n, iteration), as log lines."""
+    """The part of tqdm's interface headlab uses (update, set_postfix(_str), close, n, iteration, `with`), as log
+    lines."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it",
                  initial: int = 0, disable: bool = False):
@@ -47,6 +48,12 @@ class LogProgress:
         if not self.closed and not self.disable and self.n:
             self._line(final=True)
         self.closed = True
+
+    def __enter__(self) -> LogProgress:  # `with progress_bar(...) as bar:` as with tqdm
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __iter__(self) -> Iterator:
         for item in self.iterable:

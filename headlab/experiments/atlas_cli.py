@@ -150,8 +150,8 @@ def _score_patterns(loaded, info, pattern, model: ModelOptions, run: ScoreRun):
         kept = set(razor_attention_heads(result.mean, echo.mean, run.induction_ratio, run.echo_ratio))
         extra.update(induction_means=result.mean, echo_means=echo.mean, kept=sorted(kept),
                      induction_ratio=run.induction_ratio, echo_ratio=run.echo_ratio)
-        result.scores = {h: [float(h in kept)] for h in result.scores}
-        result.mean, result.method = {h: v[0] for h, v in result.scores.items()}, RAZOR
+        scores = {h: [float(h in kept)] for h in result.scores}
+        result = replace(result, method=RAZOR, scores=scores, mean={h: v[0] for h, v in scores.items()})
     if not is_main():
         return None
     return result, write_head_scores(result, run.out, extra), f"{result.n_sequences} random repeated sequences"
@@ -164,11 +164,8 @@ def _score_query_focused(loaded, info, prepared, model: ModelOptions, run: Score
     from headlab.experiments.query_focused import query_focused_scores
 
     items, settings = prepared  # from _query_inputs
-    bar = progress_bar(total=len(items), desc="query-focused", unit="example", disable=not config.progress)
-    try:
+    with progress_bar(total=len(items), desc="query-focused", unit="example", disable=not config.progress) as bar:
         result = query_focused_scores(loaded, items, settings, pad_id_of(info.tokenizer), bar.update)
-    finally:
-        bar.close()
     if not is_main():
         return None
     summary = write_head_scores(result, run.out, _meta(model, run, "synthetic-mdqa"))
@@ -180,11 +177,8 @@ def _score_duo(loaded, probes, model: ModelOptions, run: ScoreRun, config: MassC
     from headlab.experiments.duo_gates import train_gates
     from headlab.experiments.patterns import write_head_scores
 
-    bar = progress_bar(total=duo.steps, desc="duo gates", unit="step", disable=not config.progress)
-    try:
+    with progress_bar(total=duo.steps, desc="duo gates", unit="step", disable=not config.progress) as bar:
         result = train_gates(loaded, probes, duo, run.checkpoints, bar.update)
-    finally:
-        bar.close()
     if not is_main():
         return None
     summary = write_head_scores(result, run.out, _meta(model, run, "toy-niah"))
