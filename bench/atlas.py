@@ -65,13 +65,9 @@ def run(args) -> dict:
     import real_assets
 
     from headlab.data.niah import NiahSpec, niah_probes
-    from headlab.data.prompts import pad_id_of
-    from headlab.data.squad import SquadConfig, convert_squad
     from headlab.experiments.attention_mass import MassConfig, attention_mass_heads
     from headlab.experiments.detect import DetectConfig, detect_retrieval_heads
-    from headlab.experiments.duo_gates import DuoConfig, train_gates, training_input
     from headlab.experiments.patterns import METHODS, PatternConfig, pattern_scores, repeated_tokens_for
-    from headlab.experiments.query_focused import QueryFocusedConfig, query_focused_scores, query_inputs
     from headlab.mech.generate import greedy_generate
     from headlab.mech.heads import mean_scores
     from headlab.model.loading import load_model
@@ -93,13 +89,36 @@ def run(args) -> dict:
                         "top": [[h, result_mean[h]] for h in top], "mean_scores": result_mean}
         print(f"{method}: {seconds:.1f} s ({seconds / plain:.2f}x plain {plain:.1f} s), top {top}", flush=True)
 
-    detect = DetectConfig(max_new_tokens=32, batch_size=6, progress=False)
-    _, plain = _timed(lambda: greedy_generate(model, tokenizer, [p.input_ids for p in probes], 32, 6))
-    result, seconds = _timed(lambda: detect_retrieval_heads(model, tokenizer, probes, detect))
-    record("retrieval", mean_scores(result.retrieval_scores()), seconds, plain, len(probes))
-    mass = MassConfig(max_new_tokens=32, batch_size=6, progress=False)
-    result, seconds = _timed(lambda: attention_mass_heads(model, tokenizer, probes, mass))
-    record("attention-mass", mean_scores(result.retrieval_scores()), seconds, plain, len(probes))
+    want = set(args.methods or WHAT)
+    if want & {"retrieval", "attention-mass"}:
+        _, plain = _timed(lambda: greedy_generate(model, tokenizer, [p.input_ids for p in probes], 32, 6))
+    if "retrieval" in want:
+        detect = DetectConfig(max_new_tokens=32, batch_size=6, progress=False)
+        result, seconds = _timed(lambda: detect_retrieval_heads(model, tokenizer, probes, detect))
+        record("retrieval", mean_scores(result.retrieval_scores()), seconds, plain, len(probes))
+    if "attention-mass" in want:
+        mass = MassConfig(max_new_tokens=32, batch_size=6, progress=False)
+        result, seconds = _timed(lambda: attention_mass_heads(model, tokenizer, probes, mass))
+        record("attention-mass", mean_scores(result.retrieval_scores()), seconds, plain, len(probes))
+    if "query-focused" in want:
+        _query_focused(args, model, tokenizer, record)
+    if "duo-gates" in want:
+        _duo(args, model, probes, record, rows)
+    for method in [m for m in METHODS if m in want]:
+        config = PatternConfig(method, n_sequences=32, length=24, batch_size=8)
+        tokens = repeated_tokens_for(model, config, tokenizer)
+        _, plain = _timed(lambda tokens=tokens: _forward_batches(model, tokens.tolist(), 8))
+        result, seconds = _timed(lambda config=config, tokens=tokens: pattern_scores(model, tokens, config))
+        record(method, result.mean, seconds, plain, 32)
+    return rows
+
+
+def _query_focused(args, model, tokenizer, record) -> None:
+    import real_assets
+
+    from headlab.data.prompts import pad_id_of
+    from headlab.data.squad import SquadConfig, convert_squad
+    from headlab.experiments.query_focused import QueryFocusedConfig, query_focused_scores, query_inputs
 
     if args.qa == "squad":
         examples, _ = convert_squad(real_assets.squad_dev_path(), SquadConfig(limit=args.examples,
@@ -114,20 +133,16 @@ def run(args) -> dict:
     result, seconds = _timed(lambda: query_focused_scores(model, items, qr, pad_id_of(tokenizer)))
     record("query-focused", result.mean, seconds, plain, len(items))
 
+
+def _duo(args, model, probes, record, rows) -> None:
+    from headlab.experiments.duo_gates import DuoConfig, train_gates, training_input
+
     duo = DuoConfig(steps=args.duo_steps, sink=args.sink, recent=args.recent, save_every=0)
     inputs = [training_input(p)[0] for p in probes]
     _, plain = _timed(lambda: _forward_batches(model, [inputs[i % len(inputs)] for i in range(duo.steps)], 1))
     result, seconds = _timed(lambda: train_gates(model, probes, duo))
     record("duo-gates", result.gates, seconds, plain, len(probes))
     rows["duo-gates"]["unit"] = "kv head"
-
-    for method in METHODS:
-        config = PatternConfig(method, n_sequences=32, length=24, batch_size=8)
-        tokens = repeated_tokens_for(model, config, tokenizer)
-        _, plain = _timed(lambda tokens=tokens: _forward_batches(model, tokens.tolist(), 8))
-        result, seconds = _timed(lambda config=config, tokens=tokens: pattern_scores(model, tokens, config))
-        record(method, result.mean, seconds, plain, 32)
-    return rows
 
 
 def table(rows: dict) -> str:
@@ -153,6 +168,8 @@ def main() -> None:
     parser.add_argument("--duo-steps", type=int, default=20)
     parser.add_argument("--sink", type=int, default=64, help="duo-gates: sink tokens of streaming attention")
     parser.add_argument("--recent", type=int, default=256, help="duo-gates: recent window of streaming attention")
+    parser.add_argument("--methods", nargs="+", choices=list(WHAT), default=None,
+                        help="run only these (default: all; the agreement matrices need all of them)")
     parser.add_argument("--k", type=int, default=10, help="top-K of the agreement matrix")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -171,6 +188,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "atlas.json", rows)
     print(table(rows))
+    if set(rows) != set(WHAT):
+        return
     # Per query head, duo's gate is its kv head's; per kv head, the other methods take the max over the group.
     groups = geometry.n_heads // geometry.n_kv_heads
     gates = rows["duo-gates"]["mean_scores"]
